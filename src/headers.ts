@@ -1,0 +1,76 @@
+// Header rules for forwarding: which headers never cross the gate, and which forwarding
+// headers the gate sets itself.
+
+export const SECRET_HEADER = "x-mattermost-preauth-secret";
+
+/**
+ * Hop-by-hop headers, meaningful only for one connection: RFC 9110 section 7.6.1 names
+ * Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and Upgrade; RFC 9110
+ * section 11.7 makes Proxy-Authenticate and Proxy-Authorization the business of the
+ * proxy they are meant for. Trailer goes too, since the gate does not forward trailers.
+ */
+export const HOP_BY_HOP_HEADERS: readonly string[] = [
+  "connection",
+  "proxy-connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authenticate",
+  "proxy-authorization",
+];
+
+/** Forwarding headers; the gate writes them unless the peer is a trusted proxy. */
+const FORWARDING_HEADERS = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto"] as const;
+
+/** Removes hop-by-hop headers and every header that `Connection` names. */
+export function removeHopByHop(headers: Headers): void {
+  const connection = headers.get("connection");
+  if (connection !== null) {
+    for (const token of connection.split(",")) {
+      const name = token.trim().toLowerCase();
+      // Host is end-to-end; a client must not be able to drop it through Connection.
+      if (name !== "" && name !== "host") headers.delete(name);
+    }
+  }
+  for (const name of HOP_BY_HOP_HEADERS) headers.delete(name);
+}
+
+/** Who sent the request, as far as the gate can tell. */
+export interface ClientInfo {
+  /** Address of the TCP peer. */
+  readonly address: string;
+  /** The peer is a configured trusted proxy, so its forwarding headers are kept. */
+  readonly trusted: boolean;
+  readonly protocol: "http" | "https";
+}
+
+/**
+ * Builds the headers sent upstream: the client's headers without the secret and the
+ * hop-by-hop headers, with Host and Origin unchanged and the forwarding headers set.
+ */
+export function upstreamRequestHeaders(incoming: Headers, client: ClientInfo): Headers {
+  const headers = new Headers(incoming);
+  removeHopByHop(headers);
+  headers.delete(SECRET_HEADER);
+  setForwardingHeaders(headers, incoming, client);
+  return headers;
+}
+
+export function setForwardingHeaders(headers: Headers, incoming: Headers, client: ClientInfo): void {
+  if (!client.trusted) {
+    for (const name of FORWARDING_HEADERS) headers.delete(name);
+  }
+  const forwardedFor = client.trusted ? incoming.get("x-forwarded-for") : null;
+  headers.set("x-forwarded-for", forwardedFor ? `${forwardedFor}, ${client.address}` : client.address);
+  if (!headers.has("x-real-ip")) headers.set("x-real-ip", client.address);
+  if (!headers.has("x-forwarded-proto")) headers.set("x-forwarded-proto", client.protocol);
+}
+
+/** Copies an upstream response's headers for the client, without hop-by-hop headers. */
+export function clientResponseHeaders(upstream: Headers): Headers {
+  const headers = new Headers(upstream);
+  removeHopByHop(headers);
+  return headers;
+}

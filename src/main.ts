@@ -1,0 +1,126 @@
+#!/usr/bin/env bun
+// Entry point of the preauth-gate executable.
+import { randomBytes } from "node:crypto";
+import packageJson from "../package.json" with { type: "json" };
+import { helpText, parseCommandLine, UsageError, type ParsedCommandLine } from "./cli.ts";
+import { ConfigError, loadConfig, type Config } from "./config.ts";
+import { createGate } from "./gate.ts";
+import { createLogger } from "./log.ts";
+import { startGate } from "./server.ts";
+import { parseRequestUrl } from "./target.ts";
+
+const VERSION: string = packageJson.version;
+
+/** Exit status for an invalid command line or configuration. */
+const EXIT_USAGE = 2;
+
+function loadOrExit(commandLine: ParsedCommandLine): Config {
+  try {
+    return loadConfig({ flags: commandLine.flags, env: process.env });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`preauth-gate: ${error.message}`);
+      process.exit(EXIT_USAGE);
+    }
+    throw error;
+  }
+}
+
+function serve(config: Config): void {
+  const logger = createLogger(config.logLevel);
+  const running = startGate(config, logger);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "gate stopping");
+    running.stop().then(() => {
+      logger.info({}, "gate stopped");
+      process.exit(0);
+    });
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+function check(config: Config): void {
+  const gate = createGate(config);
+  console.log(`configuration is valid`);
+  console.log(`listen:   ${config.listen.hostname}:${config.listen.port}`);
+  console.log(`upstream: ${config.upstreamOrigin}`);
+  console.log(`secrets:  ${config.secrets.map((secret) => secret.label).join(", ")}`);
+  console.log("whitelist (without the secret):");
+  for (const rule of gate.whitelist.rules) console.log(`  ${rule.nginx.padEnd(72)} ${rule.name}`);
+  if (config.websocketExempt) console.log("  WebSocket upgrades to /api/v4/websocket and /api/v4/websocket/");
+  console.log("everything else needs the X-Mattermost-Preauth-Secret header");
+}
+
+function explain(config: Config, commandLine: ParsedCommandLine): void {
+  const requestTarget = commandLine.positionals[0];
+  if (requestTarget === undefined) throw new UsageError("explain needs a request target, for example /api/v4/users/me");
+  const gate = createGate(config);
+  // The same WHATWG parse that Bun's server applies before the gate sees a request.
+  let url: string;
+  try {
+    url = new URL(requestTarget, "http://gate.invalid").href;
+  } catch {
+    console.log(`target ${JSON.stringify(requestTarget)}: invalid; the gate answers 400`);
+    return;
+  }
+  const parsed = parseRequestUrl(url);
+  if (!parsed.ok) {
+    console.log(`target ${JSON.stringify(requestTarget)}: ${parsed.problem}; the gate answers 400`);
+    return;
+  }
+  const presented = commandLine.withSecret ? (config.secrets[0]?.value ?? null) : null;
+  const decision = gate.decide(parsed.target.path, presented, false);
+  console.log(`target:  ${requestTarget}`);
+  console.log(`path:    ${parsed.target.path} (what the gate matches and forwards)`);
+  if (decision.outcome === "whitelisted") {
+    const rule = gate.whitelist.rules.find((candidate) => candidate.name === decision.rule);
+    console.log(`outcome: forwarded without the secret, by rule ${decision.rule} (${rule?.nginx ?? ""})`);
+  } else if (decision.outcome === "allowed") {
+    console.log(`outcome: forwarded, secret "${decision.label}" accepted`);
+  } else {
+    console.log(`outcome: rejected with 403 x-reject-reason: pre-auth (secret ${decision.reason})`);
+  }
+}
+
+function main(argv: readonly string[]): void {
+  let commandLine: ParsedCommandLine;
+  try {
+    commandLine = parseCommandLine(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`preauth-gate: ${error.message}`);
+    process.exit(EXIT_USAGE);
+  }
+  switch (commandLine.command) {
+    case "help":
+      console.log(helpText(VERSION));
+      return;
+    case "version":
+      console.log(`preauth-gate ${VERSION} (Bun ${Bun.version})`);
+      return;
+    case "secret":
+      console.log(randomBytes(32).toString("base64"));
+      return;
+    case "check":
+      check(loadOrExit(commandLine));
+      return;
+    case "explain":
+      try {
+        explain(loadOrExit(commandLine), commandLine);
+      } catch (error) {
+        if (!(error instanceof UsageError)) throw error;
+        console.error(`preauth-gate: ${error.message}`);
+        process.exit(EXIT_USAGE);
+      }
+      return;
+    case "serve":
+      serve(loadOrExit(commandLine));
+      return;
+  }
+}
+
+main(process.argv.slice(2));

@@ -1,0 +1,135 @@
+// WebSocket bridging. The gate opens the upstream WebSocket first and accepts the
+// client's upgrade only once Mattermost has accepted it, so the client sees the
+// subprotocol Mattermost chose and a refused upgrade stays refused.
+import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
+import type { Logger } from "./log.ts";
+import { upstreamRequestHeaders, type ClientInfo } from "./headers.ts";
+import { gateError } from "./responses.ts";
+import { upstreamUrl, type RequestTarget } from "./target.ts";
+
+/** Per-connection state stored on the client-side socket. */
+export interface BridgeData {
+  readonly upstream: WebSocket;
+  readonly path: string;
+  /** Upstream messages that arrived before the client socket opened. */
+  pending: (string | Uint8Array)[] | null;
+}
+
+export interface BridgeOptions {
+  readonly upstreamOrigin: string;
+  readonly connectTimeoutMs: number;
+  /** Bytes queued towards the upstream after which the bridge closes with 1013. */
+  readonly backpressureLimit: number;
+  readonly logger: Logger;
+}
+
+// Headers the WebSocket client writes itself; Sec-WebSocket-Protocol travels as `protocols`.
+const HANDSHAKE_HEADERS = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"];
+
+/** Close codes an endpoint may send (RFC 6455 section 7.4); others become 1000. */
+function sendableCloseCode(code: number): number {
+  return code === 1000 || (code >= 1001 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
+    ? code
+    : 1000;
+}
+
+export function isWebSocketUpgrade(request: Request): boolean {
+  return request.headers.get("upgrade")?.toLowerCase() === "websocket";
+}
+
+export function createWebSocketBridge(options: BridgeOptions) {
+  const { upstreamOrigin, connectTimeoutMs, backpressureLimit, logger } = options;
+  const wsOrigin = upstreamOrigin.replace(/^http/, "ws");
+
+  /** Connects upstream, then upgrades the client; returns a response only on failure. */
+  async function upgrade(
+    request: Request,
+    server: Server<BridgeData>,
+    target: RequestTarget,
+    client: ClientInfo,
+  ): Promise<Response | undefined> {
+    const headers = upstreamRequestHeaders(request.headers, client);
+    for (const name of HANDSHAKE_HEADERS) headers.delete(name);
+    const protocols = (request.headers.get("sec-websocket-protocol") ?? "")
+      .split(",")
+      .map((item) => item.trim())
+      .filter((item) => item !== "");
+
+    const upstream = new WebSocket(upstreamUrl(wsOrigin, target), {
+      headers: Object.fromEntries(headers),
+      protocols,
+    } as unknown as string[]);
+    upstream.binaryType = "arraybuffer";
+
+    const opened = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), connectTimeoutMs);
+      upstream.addEventListener("open", () => (clearTimeout(timer), resolve(true)), { once: true });
+      upstream.addEventListener("close", () => (clearTimeout(timer), resolve(false)), { once: true });
+    });
+    if (!opened) {
+      upstream.close();
+      logger.error({ path: target.path }, "upstream refused the WebSocket upgrade");
+      return gateError(502, "Bad Gateway: Mattermost refused the WebSocket upgrade", request.method);
+    }
+
+    const data: BridgeData = { upstream, path: target.path, pending: [] };
+    upstream.addEventListener("message", (event) => {
+      const message = typeof event.data === "string" ? event.data : new Uint8Array(event.data as ArrayBuffer);
+      if (data.pending !== null) data.pending.push(message);
+      else clientSocketOf(data)?.send(message);
+    });
+    const selected = upstream.protocol;
+    const accepted = server.upgrade(request, {
+      data,
+      headers: selected ? { "sec-websocket-protocol": selected } : undefined,
+    });
+    if (!accepted) {
+      upstream.close(1011);
+      return gateError(400, "Bad Request: invalid WebSocket upgrade", request.method);
+    }
+    return undefined;
+  }
+
+  // The client socket is known only once `open` runs; keep the link on the data object.
+  const clientSockets = new WeakMap<BridgeData, ServerWebSocket<BridgeData>>();
+  function clientSocketOf(data: BridgeData): ServerWebSocket<BridgeData> | undefined {
+    return clientSockets.get(data);
+  }
+
+  const handler: WebSocketHandler<BridgeData> = {
+    open(ws) {
+      const data = ws.data;
+      clientSockets.set(data, ws);
+      const upstream = data.upstream;
+      upstream.addEventListener("close", (event) => {
+        ws.close(sendableCloseCode(event.code), event.reason);
+      });
+      if (upstream.readyState !== WebSocket.OPEN) {
+        ws.close(1011, "upstream closed");
+        return;
+      }
+      for (const message of data.pending ?? []) ws.send(message);
+      data.pending = null;
+    },
+    message(ws, message) {
+      const upstream = ws.data.upstream;
+      if (upstream.readyState !== WebSocket.OPEN) return;
+      upstream.send(message);
+      // Bun's server socket cannot pause reading, so a peer that cannot keep up is cut
+      // off with 1013 (try again later) instead of letting the queue grow without bound.
+      if (upstream.bufferedAmount > backpressureLimit) {
+        logger.warn({ path: ws.data.path, buffered_bytes: upstream.bufferedAmount }, "websocket backpressure limit reached");
+        upstream.close(1013, "backpressure");
+        ws.close(1013, "backpressure");
+      }
+    },
+    close(ws, code, reason) {
+      const upstream = ws.data.upstream;
+      if (upstream.readyState === WebSocket.OPEN || upstream.readyState === WebSocket.CONNECTING) {
+        upstream.close(sendableCloseCode(code), reason);
+      }
+    },
+  };
+
+  return { upgrade, handler };
+}
