@@ -12,6 +12,13 @@ export interface ProxyOptions {
   readonly logger: Logger;
 }
 
+/**
+ * Largest response body that is read whole before it is sent on. Bun 1.4 sends a
+ * streamed response body with chunked framing and drops its Content-Length, so a body of
+ * known length up to this size is buffered to keep Content-Length for the client.
+ */
+export const BUFFERED_RESPONSE_LIMIT = 1024 * 1024;
+
 /** Statuses whose responses never have a body (RFC 9110 sections 15.3.5 and 15.4.5). */
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
@@ -68,7 +75,19 @@ export function createForwarder(options: ProxyOptions): Forwarder {
     }
     clearTimeout(timer);
 
-    const body = method === "HEAD" || NULL_BODY_STATUSES.has(upstream.status) ? null : upstream.body;
+    let body: ReadableStream<Uint8Array> | ArrayBuffer | null = upstream.body;
+    if (method === "HEAD" || NULL_BODY_STATUSES.has(upstream.status)) {
+      body = null;
+    } else if (Number(upstream.headers.get("content-length") ?? Infinity) <= BUFFERED_RESPONSE_LIMIT) {
+      try {
+        body = await upstream.arrayBuffer();
+      } catch (error) {
+        logger.error({ method, path: target.path, error: (error as Error).name }, "upstream response body failed");
+        return gateError(502, "Bad Gateway: Mattermost's response was cut off", method);
+      }
+    }
+    // NOTE: a larger body reaches the client with chunked framing and no Content-Length,
+    // because Bun.serve cannot stream a body of declared length.
     return new Response(body, {
       status: upstream.status,
       statusText: upstream.statusText,

@@ -1,6 +1,6 @@
 // Pre-authentication secrets: validation of configured values and the constant-time
 // check of the header value a request presents.
-import { createHash, timingSafeEqual } from "node:crypto";
+import { timingSafeEqual } from "node:crypto";
 
 /** A configured secret. The label is not secret and may appear in logs and metrics. */
 export interface SecretEntry {
@@ -35,8 +35,9 @@ export function secretProblem(value: string): string | null {
   return null;
 }
 
-function sha256(value: string): Buffer {
-  return createHash("sha256").update(value, "latin1").digest();
+function sha256(value: string): Uint8Array {
+  // Bun's one-shot SHA-256 costs about a third of node:crypto's createHash per call.
+  return Bun.SHA256.hash(value) as Uint8Array;
 }
 
 /**

@@ -6,7 +6,7 @@ import { SECRET_HEADER, type ClientInfo } from "./headers.ts";
 import type { Logger } from "./log.ts";
 import { createForwarder } from "./proxy.ts";
 import { gateError, rejection } from "./responses.ts";
-import { parseRequestUrl } from "./target.ts";
+import { parseRequestUrl, type RequestTarget } from "./target.ts";
 import { createWebSocketBridge, isWebSocketUpgrade, type BridgeData } from "./websocket.ts";
 
 export interface RunningGate {
@@ -15,6 +15,16 @@ export interface RunningGate {
   /** Stops accepting connections and lets requests in flight finish. */
   stop(): Promise<void>;
 }
+
+/** The outcome of parsing and deciding; `target` is null when deciding failed. */
+type Checked =
+  | { readonly kind: "bad-target" }
+  | {
+      readonly kind: "decided";
+      readonly target: RequestTarget | null;
+      readonly decision: Decision;
+      readonly isUpgrade: boolean;
+    };
 
 const WEBSOCKET_CONNECT_TIMEOUT_MS = 30_000;
 const WEBSOCKET_BACKPRESSURE_LIMIT = 16 * 1024 * 1024;
@@ -35,13 +45,20 @@ export function startGate(config: Config, logger: Logger): RunningGate {
     logger,
   });
 
-  function decideSafely(path: string, request: Request, isUpgrade: boolean): Decision {
+  /**
+   * Parses the target and decides. Any exception here is a rejection: the
+   * authentication path fails closed, never with a 500 and never open.
+   */
+  function decideSafely(request: Request): Checked {
     try {
-      return gate.decide(path, request.headers.get(SECRET_HEADER), isUpgrade);
+      const parsed = parseRequestUrl(request.url);
+      if (!parsed.ok) return { kind: "bad-target" };
+      const isUpgrade = isWebSocketUpgrade(request);
+      const decision = gate.decide(parsed.target.path, request.headers.get(SECRET_HEADER), isUpgrade);
+      return { kind: "decided", target: parsed.target, decision, isUpgrade };
     } catch (error) {
-      // Fail closed: an error while deciding is a rejection, never a 500 and never a pass.
-      logger.error({ path, error: (error as Error).name }, "authentication check failed");
-      return { outcome: "rejected", reason: "wrong" };
+      logger.error({ error: (error as Error).name }, "authentication check failed");
+      return { kind: "decided", target: null, decision: { outcome: "rejected", reason: "wrong" }, isUpgrade: false };
     }
   }
 
@@ -51,27 +68,26 @@ export function startGate(config: Config, logger: Logger): RunningGate {
     idleTimeout: config.idleTimeoutSeconds,
     maxRequestBodySize: config.maxBodyBytes,
     async fetch(request, server) {
-      const parsed = parseRequestUrl(request.url);
-      if (!parsed.ok) return gateError(400, "Bad Request: invalid request target", request.method);
-      const target = parsed.target;
-      const isUpgrade = isWebSocketUpgrade(request);
-
-      const decision = decideSafely(target.path, request, isUpgrade);
-      if (decision.outcome === "rejected") {
+      const checked = decideSafely(request);
+      if (checked.kind === "bad-target") {
+        return gateError(400, "Bad Request: invalid request target", request.method);
+      }
+      const { target, decision, isUpgrade } = checked;
+      if (target === null || decision.outcome === "rejected") {
         logger.info(
           {
             client: server.requestIP(request)?.address,
             method: request.method,
-            path: target.path,
+            path: target?.path,
             user_agent: request.headers.get("user-agent"),
-            reason: decision.reason,
+            reason: decision.outcome === "rejected" ? decision.reason : "wrong",
           },
           "request rejected",
         );
         return rejection(request.method);
       }
 
-      const client: ClientInfo = clientInfo(server, request, isTrustedProxy);
+      const client = clientInfo(server, request, isTrustedProxy);
       // Mattermost can take minutes to answer some requests; the upstream timeout, not
       // the client idle timeout, limits how long the gate waits.
       server.timeout(request, 0);
