@@ -39,6 +39,8 @@ const testExit = run([
   "test",
   "--reporter=junit",
   `--reporter-outfile=${junitFile}`,
+  // Bun 1.4.5 ignores the [test] timeout in bunfig.toml, so the flag carries it.
+  "--timeout=120000",
   ...process.argv.slice(2),
 ]);
 

@@ -59,10 +59,13 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
   const requestTarget = commandLine.positionals[0];
   if (requestTarget === undefined) throw new UsageError("explain needs a request target, for example /api/v4/users/me");
   const gate = createGate(config);
-  // The same WHATWG parse that Bun's server applies before the gate sees a request.
+  // Bun's server builds request.url as "http://" + Host + target and parses that, so a
+  // target starting with "//" keeps it in the path instead of naming a host.
   let url: string;
   try {
-    url = new URL(requestTarget, "http://gate.invalid").href;
+    url = requestTarget.startsWith("/")
+      ? new URL(`http://gate.invalid${requestTarget}`).href
+      : `http://gate.invalid${pathAndQuery(new URL(requestTarget))}`;
   } catch {
     console.log(`target ${JSON.stringify(requestTarget)}: invalid; the gate answers 400`);
     return;
@@ -84,6 +87,11 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
   } else {
     console.log(`outcome: rejected with 403 x-reject-reason: pre-auth (secret ${decision.reason})`);
   }
+}
+
+/** The path and query of an absolute-form target, which is all the gate keeps of it. */
+function pathAndQuery(url: URL): string {
+  return `${url.pathname}${url.search}`;
 }
 
 function main(argv: readonly string[]): void {

@@ -1,0 +1,332 @@
+// Property tests of the whitelist, the secret check and the forwarded target, each against
+// the plain reference model in test/support/reference-model.ts.
+import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import { createSecretChecker, type SecretEntry } from "../src/secrets.ts";
+import { parseRequestUrl, upstreamUrl } from "../src/target.ts";
+import { compileWhitelist } from "../src/whitelist.ts";
+import { BUN_SERVE, gateFor, gateOutcome, URL_MODELS, type GateOutcome } from "./support/gate-pipeline.ts";
+import {
+  isCanonicalPath,
+  mattermostView,
+  nginxView,
+  nginxWhitelistedBy,
+  staysInWhitelist,
+  whitelistedBy,
+  type ModelOptions,
+} from "./support/reference-model.ts";
+import {
+  anyTarget,
+  canonicalPath,
+  modelOptions,
+  printable,
+  Probe,
+  whitelistedPath,
+  withQuery,
+} from "./support/request-targets.ts";
+
+const ALL_GROUPS: ModelOptions = { groups: ["saml", "openid", "oauth"], services: [] };
+
+describe("whitelist soundness", () => {
+  for (const urlModel of URL_MODELS) {
+    test(`request let through reaches only whitelisted routes (${urlModel.name})`, () => {
+      fc.assert(
+        fc.property(modelOptions, anyTarget, (options, probe) => {
+          const outcome = gateOutcome(gateFor(options), probe.target, urlModel);
+          if (outcome.kind !== "forwarded") return;
+          expect(staysInWhitelist(mattermostView(outcome.target), options, whitelistedBy)).toBe(true);
+          expect(staysInWhitelist(nginxView(outcome.target), options, nginxWhitelistedBy)).toBe(true);
+        }),
+        { numRuns: 20_000 },
+      );
+    });
+  }
+
+  test("forwarded path is canonical", () => {
+    fc.assert(
+      fc.property(anyTarget, (probe) => {
+        const outcome = gateOutcome(gateFor(ALL_GROUPS), probe.target, BUN_SERVE);
+        if (outcome.kind !== "forwarded") return;
+        expect(isCanonicalPath(outcome.target.split("?")[0]!)).toBe(true);
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+});
+
+describe("whitelist completeness", () => {
+  const optionsAndTarget = modelOptions.chain((options) =>
+    whitelistedPath(options)
+      .chain(withQuery)
+      .map((target) => ({ options, probe: new Probe(target) })),
+  );
+
+  for (const urlModel of URL_MODELS) {
+    test(`every documented target passes without the secret (${urlModel.name})`, () => {
+      fc.assert(
+        fc.property(optionsAndTarget, ({ options, probe }) => {
+          const path = probe.target.split("?")[0]!;
+          const expectedRule = whitelistedBy(path, options);
+          expect(expectedRule).not.toBeNull();
+          const outcome = gateOutcome(gateFor(options), probe.target, urlModel);
+          expect(outcome).toEqual({ kind: "forwarded", rule: expectedRule!, target: expect.any(String) });
+          expect((outcome as { target: string }).target.split("?")[0]).toBe(path);
+        }),
+        { numRuns: 10_000 },
+      );
+    });
+  }
+});
+
+describe("compiled matcher", () => {
+  test("agrees with the reference model on canonical paths", () => {
+    fc.assert(
+      fc.property(modelOptions, canonicalPath, (options, path) => {
+        const whitelist = compileWhitelist({ groups: options.groups, ssoServices: options.services });
+        expect(whitelist.match(path)?.name ?? null).toBe(whitelistedBy(path, options));
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
+  test("never matches a path that is not canonical", () => {
+    fc.assert(
+      fc.property(modelOptions, anyTarget, (options, probe) => {
+        const path = probe.target.split("?")[0]!;
+        fc.pre(!isCanonicalPath(path));
+        const whitelist = compileWhitelist({ groups: options.groups, ssoServices: options.services });
+        expect(whitelist.match(path)).toBeNull();
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+});
+
+/** Secrets of the documented shape (base64 of 32 bytes) and other printable ASCII ones. */
+const secretValue = fc.oneof(
+  fc.uint8Array({ minLength: 32, maxLength: 32 }).map((bytes) => Buffer.from(bytes).toString("base64")),
+  fc.string({ unit: fc.integer({ min: 0x21, max: 0x7e }).map((code) => String.fromCharCode(code)), minLength: 16, maxLength: 48 }),
+);
+
+const secretEntries: fc.Arbitrary<SecretEntry[]> = fc
+  .uniqueArray(secretValue, { minLength: 1, maxLength: 4 })
+  .map((values) => values.map((value, index) => ({ label: `secret-${index}`, value, expiresAt: null })));
+
+/** Characters a person or an attacker might put in place of a secret's character. */
+function lookAlikes(char: string): string[] {
+  const code = char.charCodeAt(0);
+  const swaps: Record<string, string> = { "0": "O", O: "0", "1": "l", l: "1", I: "l", "5": "S", S: "5", "+": "-", "/": "_" };
+  return [
+    swaps[char] ?? "",
+    String.fromCharCode(code + 0xfee0), // fullwidth form
+    `${char}\u0301`, // combining accent
+    String.fromCharCode(code + 0x100), // a character with the same low byte
+    "\u0430", // Cyrillic a
+  ].filter((alike) => alike !== "" && alike !== char);
+}
+
+/** Generates a value presented instead of a secret: a near miss of one secret or of the list. */
+function nearMissSecret(secrets: readonly string[]): fc.Arbitrary<string> {
+  const configuredSecret = fc.constantFrom(...secrets);
+  return fc.oneof(
+    configuredSecret.chain((secret) => fc.nat({ max: secret.length - 1 }).map((length) => secret.slice(0, length))),
+    fc.tuple(configuredSecret, fc.string({ minLength: 1, maxLength: 4 })).map(([secret, extra]) => secret + extra),
+    fc.tuple(configuredSecret, fc.nat()).map(([secret, index]) => {
+      const position = index % secret.length;
+      const char = secret[position]!;
+      const swapped = char === char.toUpperCase() ? char.toLowerCase() : char.toUpperCase();
+      return secret.slice(0, position) + swapped + secret.slice(position + 1);
+    }),
+    fc.tuple(configuredSecret, fc.nat(), fc.nat()).map(([secret, index, pick]) => {
+      const position = index % secret.length;
+      const alikes = lookAlikes(secret[position]!);
+      return secret.slice(0, position) + alikes[pick % alikes.length]! + secret.slice(position + 1);
+    }),
+    fc.tuple(configuredSecret, fc.constantFrom(" ", "\t", "\u00a0", "\r\n")).map(([secret, space]) => `${space}${secret}${space}`),
+    fc.tuple(configuredSecret, fc.constantFrom(" ", "\t")).map(([secret, space]) => `${secret}${space}`),
+    fc.constant(""),
+    configuredSecret.map((secret) => secret + secret),
+    fc.tuple(configuredSecret, configuredSecret, fc.constantFrom(", ", ",", " ,")).map(([first, second, comma]) => `${first}${comma}${second}`),
+  );
+}
+
+/** A secret header value presented to a checker, printed as the header it stands for. */
+class SecretProbe {
+  constructor(
+    readonly entries: readonly SecretEntry[],
+    readonly presented: string | null,
+  ) {}
+
+  toString(): string {
+    const configured = this.entries.map((entry) => `"${printable(entry.value)}"`).join(", ");
+    const header = this.presented === null ? "no header" : `header "${printable(this.presented)}"`;
+    return `${header} against secrets [${configured}]`;
+  }
+
+  [fc.toStringMethod](): string {
+    return this.toString();
+  }
+}
+
+describe("secret check", () => {
+  test("accepts each configured secret with its label", () => {
+    fc.assert(
+      fc.property(secretEntries, (entries) => {
+        const check = createSecretChecker(entries);
+        for (const entry of entries) expect(check(entry.value)).toEqual({ ok: true, label: entry.label });
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  test("rejects near misses of the configured secrets", () => {
+    const probes = secretEntries.chain((entries) =>
+      nearMissSecret(entries.map((entry) => entry.value)).map((presented) => new SecretProbe(entries, presented)),
+    );
+    fc.assert(
+      fc.property(probes, ({ entries, presented }) => {
+        const configured = entries.find((entry) => entry.value === presented);
+        const result = createSecretChecker(entries)(presented);
+        if (configured === undefined) expect(result.ok).toBe(false);
+        else expect(result).toEqual({ ok: true, label: configured.label });
+      }),
+      { numRuns: 10_000 },
+    );
+  });
+
+  test("accepts arbitrary strings only when configured", () => {
+    const presented = fc.oneof(
+      fc.string({ unit: "binary", maxLength: 64 }),
+      fc.string({ unit: "grapheme", maxLength: 64 }),
+      fc.constant(null),
+    );
+    const probes = fc.tuple(secretEntries, presented).map(([entries, value]) => new SecretProbe(entries, value));
+    fc.assert(
+      fc.property(probes, ({ entries, presented }) => {
+        const result = createSecretChecker(entries)(presented);
+        expect(result.ok).toBe(entries.some((entry) => entry.value === presented));
+      }),
+      { numRuns: 10_000 },
+    );
+  });
+});
+
+const upstreamOrigin = fc
+  .tuple(
+    fc.constantFrom("http", "https"),
+    fc.constantFrom("127.0.0.1", "localhost", "mattermost.internal", "[::1]", "10.0.0.7"),
+    fc.option(fc.integer({ min: 1, max: 65535 }), { nil: null }),
+  )
+  .map(([scheme, host, port]) => new URL(`${scheme}://${host}${port === null ? "" : `:${port}`}`).origin);
+
+describe("forwarded target", () => {
+  for (const urlModel of URL_MODELS) {
+    test(`is the upstream origin, the matched path and the query (${urlModel.name})`, () => {
+      fc.assert(
+        fc.property(upstreamOrigin, anyTarget, (origin, probe) => {
+          const requestUrl = urlModel.toRequestUrl(probe.target);
+          if (requestUrl === null) return;
+          const parsed = parseRequestUrl(requestUrl);
+          if (!parsed.ok) return;
+          const { path, query } = parsed.target;
+          const reported = new URL(requestUrl);
+          expect(path).toBe(reported.pathname);
+          expect(query === null ? "" : `?${query}`).toBe(query === "" ? "?" : reported.search);
+
+          const forwarded = upstreamUrl(origin, parsed.target);
+          expect(forwarded).toBe(query === null ? origin + path : `${origin}${path}?${query}`);
+          const sent = new URL(forwarded);
+          expect(sent.origin).toBe(origin);
+          expect(sent.pathname).toBe(path);
+        }),
+        { numRuns: 10_000 },
+      );
+    });
+  }
+
+  test("parseRequestUrl splits any string without throwing", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "binary", maxLength: 60 }), (rest) => {
+        const url = `http://gate.test${rest}`;
+        const parsed = parseRequestUrl(url);
+        if (!parsed.ok) return;
+        const { path, query } = parsed.target;
+        expect(path.startsWith("/")).toBe(true);
+        expect(`http://gate.test${path}${query === null ? "" : `?${query}`}`.endsWith(rest)).toBe(true);
+      }),
+      { numRuns: 10_000 },
+    );
+  });
+});
+
+type Expected = "passes" | "needs the secret" | "is a bad request";
+
+interface ExampleCase {
+  readonly rule: string;
+  readonly target: string;
+  readonly expected: Expected;
+  /** The path forwarded upstream when it differs from the target's path. */
+  readonly forwardedPath?: string;
+  readonly options?: ModelOptions;
+}
+
+// Each matching rule in the user's terms, with an allowed and a denied case.
+const EXAMPLES: readonly ExampleCase[] = [
+  { rule: "query ignored", target: "/api/v4/config/client?format=old", expected: "passes" },
+  { rule: "query ignored", target: "/api/v4/system/ping?x=/static/", expected: "needs the secret" },
+  { rule: "query ignored", target: "/api/v4/users/me?/../../static/x", expected: "needs the secret" },
+  { rule: "trailing slash", target: "/static/images/", expected: "passes" },
+  { rule: "trailing slash", target: "/api/v4/config/client/", expected: "needs the secret" },
+  { rule: "trailing slash", target: "/login/desktop/", expected: "needs the secret" },
+  { rule: "trailing slash", target: "/static", expected: "needs the secret" },
+  { rule: "doubled slash", target: "/static/app.js?v=//x", expected: "passes" },
+  { rule: "doubled slash", target: "/static//app.js", expected: "needs the secret" },
+  { rule: "doubled slash", target: "//static/app.js", expected: "needs the secret" },
+  { rule: "doubled slash", target: "/api/v4//config/client", expected: "needs the secret" },
+  { rule: "case", target: "/static/Images/Logo.PNG", expected: "passes" },
+  { rule: "case", target: "/oauth/GitLab/complete", expected: "passes" },
+  { rule: "case", target: "/Static/app.js", expected: "needs the secret" },
+  { rule: "case", target: "/API/v4/config/client", expected: "needs the secret" },
+  { rule: "case", target: "/oauth/gitlab/Complete", expected: "needs the secret" },
+  { rule: "dot segments", target: "/static/./app.js", expected: "passes", forwardedPath: "/static/app.js" },
+  { rule: "dot segments", target: "/api/v4/users/../config/client", expected: "passes", forwardedPath: "/api/v4/config/client" },
+  { rule: "dot segments", target: "/static/../api/v4/users/me", expected: "needs the secret" },
+  { rule: "dot segments", target: "/static/%2e%2e/api/v4/users/me", expected: "needs the secret" },
+  { rule: "dot segments", target: "/static/.%2E/.%2e/api/v4/users/me", expected: "needs the secret" },
+  { rule: "dot segments", target: "/static/%c0%ae%c0%ae/api/v4/users/me", expected: "needs the secret" },
+  { rule: "encoded separators", target: "/static/app.js?path=%2f..%2f", expected: "passes" },
+  { rule: "encoded separators", target: "/static/..%2fapi/v4/users/me", expected: "needs the secret" },
+  { rule: "encoded separators", target: "/static/a%2fb", expected: "needs the secret" },
+  { rule: "encoded separators", target: "/static/..%5capi/v4/users/me", expected: "needs the secret" },
+  { rule: "encoded separators", target: "/static/app.js%00", expected: "needs the secret" },
+  { rule: "backslash", target: "/static\\app.js", expected: "passes", forwardedPath: "/static/app.js" },
+  { rule: "backslash", target: "/static\\..\\api/v4/users/me", expected: "needs the secret" },
+  { rule: "semicolon", target: "/static/app.js?a=1;b=2", expected: "passes" },
+  { rule: "semicolon", target: "/static/app.js;x=1", expected: "needs the secret" },
+  { rule: "semicolon", target: "/login/desktop;", expected: "needs the secret" },
+  { rule: "fragment", target: "/static/app.js?x=%23y", expected: "passes" },
+  { rule: "fragment", target: "/api/v4/config/client#x", expected: "is a bad request" },
+  { rule: "SSO group", target: "/login/sso/saml", expected: "passes", options: { groups: ["saml"], services: [] } },
+  { rule: "SSO group", target: "/login/sso/saml", expected: "needs the secret", options: { groups: [], services: [] } },
+  { rule: "SSO service", target: "/oauth/gitlab/login", expected: "passes", options: { groups: ["openid"], services: ["gitlab"] } },
+  { rule: "SSO service", target: "/oauth/google/login", expected: "needs the secret", options: { groups: ["openid"], services: ["gitlab"] } },
+  { rule: "SSO service", target: "/signup/gitlab/complete", expected: "passes", options: { groups: ["oauth"], services: ["gitlab"] } },
+  { rule: "SSO service", target: "/signup/gitlab2/complete", expected: "needs the secret", options: { groups: ["oauth"], services: ["gitlab"] } },
+];
+
+function describeOutcome(outcome: GateOutcome): Expected {
+  if (outcome.kind === "forwarded") return "passes";
+  return outcome.kind === "secret-required" ? "needs the secret" : "is a bad request";
+}
+
+describe("whitelist rules by example", () => {
+  for (const example of EXAMPLES) {
+    test(`${example.rule}: ${example.target} ${example.expected}`, () => {
+      const outcome = gateOutcome(gateFor(example.options ?? ALL_GROUPS), example.target, BUN_SERVE);
+      expect(describeOutcome(outcome)).toBe(example.expected);
+      if (outcome.kind === "forwarded") {
+        expect(outcome.target.split("?")[0]).toBe(example.forwardedPath ?? example.target.split("?")[0]!);
+      }
+    });
+  }
+});
