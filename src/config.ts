@@ -24,6 +24,11 @@ export interface Config {
   readonly maxBodyBytes: number;
   readonly upstreamTimeoutMs: number;
   readonly idleTimeoutSeconds: number;
+  readonly shutdownGraceMs: number;
+  /** Admin listener for health checks and metrics; null when off. */
+  readonly adminListen: { readonly hostname: string; readonly port: number } | null;
+  /** Certificate and key, read when the configuration is loaded; null serves plain HTTP. */
+  readonly tls: { readonly cert: string; readonly key: string; readonly certFile: string } | null;
   readonly logLevel: LogLevel;
 }
 
@@ -106,14 +111,49 @@ function loadConfigFile(path: string, problems: string[]): Record<string, unknow
 
 function parseListen(raw: RawValue, problems: string[]): Config["listen"] {
   const text = String(raw.values[0] ?? "");
+  return parseHostPort(text, raw.source, problems);
+}
+
+function parseHostPort(text: string, source: string, problems: string[]): Config["listen"] {
   const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(text);
   const hostname = match?.[1] ?? match?.[2];
   const port = Number(match?.[3]);
   if (match === null || hostname === undefined || port > 65535) {
-    problems.push(`${raw.source} "${text}": expected HOST:PORT, for example 127.0.0.1:8066`);
+    problems.push(`${source} "${text}": expected HOST:PORT, for example 127.0.0.1:8066`);
     return { hostname: "127.0.0.1", port: 0 };
   }
   return { hostname, port };
+}
+
+function parseAdminListen(raw: RawValue, problems: string[]): Config["adminListen"] {
+  if (raw.values.length === 0) return null;
+  return parseHostPort(String(raw.values[0]), raw.source, problems);
+}
+
+function readPem(path: string, what: string, problems: string[]): string {
+  try {
+    const text = readFileSync(path, "utf8");
+    if (!text.includes("-----BEGIN ")) problems.push(`${what} ${path}: not a PEM file`);
+    return text;
+  } catch (error) {
+    problems.push(`${what} ${path}: cannot read it: ${(error as NodeJS.ErrnoException).code ?? error}`);
+    return "";
+  }
+}
+
+function parseTls(cert: RawValue, key: RawValue, problems: string[]): Config["tls"] {
+  const certFile = cert.values[0];
+  const keyFile = key.values[0];
+  if (certFile === undefined && keyFile === undefined) return null;
+  if (certFile === undefined || keyFile === undefined) {
+    problems.push("--tls-cert and --tls-key go together: give both or neither");
+    return null;
+  }
+  return {
+    cert: readPem(String(certFile), `${cert.source}`, problems),
+    key: readPem(String(keyFile), `${key.source}`, problems),
+    certFile: String(certFile),
+  };
 }
 
 function parseUpstream(raw: RawValue, problems: string[]): string {
@@ -320,6 +360,9 @@ export function loadConfig(sources: ConfigSources): Config {
     maxBodyBytes: parseSize(raw("max-body-size"), problems),
     upstreamTimeoutMs: parseSeconds(raw("upstream-timeout"), 1, 86400, problems) * 1000,
     idleTimeoutSeconds: parseSeconds(raw("idle-timeout"), 10, 255, problems),
+    shutdownGraceMs: parseSeconds(raw("shutdown-grace"), 0, 3600, problems) * 1000,
+    adminListen: parseAdminListen(raw("admin-listen"), problems),
+    tls: parseTls(raw("tls-cert"), raw("tls-key"), problems),
     logLevel,
   };
   if (problems.length > 0) throw new ConfigError(problems);

@@ -5,7 +5,9 @@ import packageJson from "../package.json" with { type: "json" };
 import { helpText, parseCommandLine, UsageError, type ParsedCommandLine } from "./cli.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createGate } from "./gate.ts";
+import { startAdminServer } from "./admin.ts";
 import { createLogger } from "./log.ts";
+import { createMetrics } from "./metrics.ts";
 import { startGate } from "./server.ts";
 import { parseRequestUrl } from "./target.ts";
 
@@ -26,15 +28,54 @@ function loadOrExit(commandLine: ParsedCommandLine): Config {
   }
 }
 
-function serve(config: Config): void {
+function serve(commandLine: ParsedCommandLine): void {
+  const config = loadOrExit(commandLine);
   const logger = createLogger(config.logLevel);
-  const running = startGate(config, logger);
+  const metrics = createMetrics();
+  metrics.addSecretLabels(config.secrets.map((secret) => secret.label));
+  let current = config;
+  const running = startGate(config, logger, metrics);
+  const admin =
+    config.adminListen === null
+      ? null
+      : startAdminServer({
+          hostname: config.adminListen.hostname,
+          port: config.adminListen.port,
+          metrics,
+          upstreamOrigin: () => current.upstreamOrigin,
+          logger,
+        });
+
+  process.on("SIGHUP", () => {
+    let next: Config;
+    try {
+      next = loadConfig({ flags: commandLine.flags, env: process.env });
+    } catch (error) {
+      const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
+      logger.error({ problems }, "reload rejected, the running configuration stays");
+      return;
+    }
+    try {
+      running.reload(next);
+    } catch (error) {
+      logger.error({ problems: [(error as Error).message] }, "reload rejected, the running configuration stays");
+      return;
+    }
+    const adminBefore = JSON.stringify(current.adminListen);
+    if (JSON.stringify(next.adminListen) !== adminBefore) {
+      logger.warn({ admin_listen: adminBefore }, "admin listener changes take effect after a restart");
+    }
+    current = next;
+    metrics.addSecretLabels(next.secrets.map((secret) => secret.label));
+    if (next.logLevel !== logger.level) logger.level = next.logLevel;
+  });
+
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, "gate stopping");
-    running.stop().then(() => {
+    logger.info({ signal, grace_seconds: current.shutdownGraceMs / 1000 }, "gate stopping");
+    Promise.all([running.shutdown(), admin?.stop()]).then(() => {
       logger.info({}, "gate stopped");
       process.exit(0);
     });
@@ -126,7 +167,7 @@ function main(argv: readonly string[]): void {
       }
       return;
     case "serve":
-      serve(loadOrExit(commandLine));
+      serve(commandLine);
       return;
   }
 }

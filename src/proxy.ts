@@ -1,6 +1,7 @@
 // HTTP forwarding to Mattermost with fetch(): bodies stream both ways, redirects go back
 // to the client, and compressed bodies stay compressed.
 import type { Logger } from "./log.ts";
+import type { Metrics } from "./metrics.ts";
 import { clientResponseHeaders, upstreamRequestHeaders, type ClientInfo } from "./headers.ts";
 import { gateError } from "./responses.ts";
 import { isForwardable, upstreamUrl, type RequestTarget } from "./target.ts";
@@ -10,6 +11,7 @@ export interface ProxyOptions {
   readonly upstreamTimeoutMs: number;
   readonly maxBodyBytes: number;
   readonly logger: Logger;
+  readonly metrics: Metrics;
 }
 
 /**
@@ -27,7 +29,7 @@ class UpstreamTimeout extends Error {}
 export type Forwarder = (request: Request, target: RequestTarget, client: ClientInfo) => Promise<Response>;
 
 export function createForwarder(options: ProxyOptions): Forwarder {
-  const { upstreamOrigin, upstreamTimeoutMs, maxBodyBytes, logger } = options;
+  const { upstreamOrigin, upstreamTimeoutMs, maxBodyBytes, logger, metrics } = options;
   const timeoutSeconds = upstreamTimeoutMs / 1000;
 
   return async function forward(request, target, client) {
@@ -62,6 +64,7 @@ export function createForwarder(options: ProxyOptions): Forwarder {
       clearTimeout(timer);
       request.signal.removeEventListener("abort", onClientAbort);
       if (controller.signal.reason instanceof UpstreamTimeout) {
+        metrics.countUpstreamError("timeout");
         logger.error({ method, path: target.path, timeout_seconds: timeoutSeconds }, "upstream timed out");
         return gateError(504, `Gateway Timeout: Mattermost did not answer within ${timeoutSeconds} s`, method);
       }
@@ -70,6 +73,7 @@ export function createForwarder(options: ProxyOptions): Forwarder {
         return gateError(499, "Client Closed Request", method);
       }
       const code = (error as { code?: string }).code ?? (error as Error).name;
+      metrics.countUpstreamError("unreachable");
       logger.error({ method, path: target.path, error: code }, "upstream request failed");
       return gateError(502, "Bad Gateway: Mattermost is unreachable", method);
     }
@@ -82,10 +86,16 @@ export function createForwarder(options: ProxyOptions): Forwarder {
       try {
         body = await upstream.arrayBuffer();
       } catch (error) {
+        metrics.countUpstreamError("cut-off");
         logger.error({ method, path: target.path, error: (error as Error).name }, "upstream response body failed");
         return gateError(502, "Bad Gateway: Mattermost's response was cut off", method);
       }
     }
+    // NOTE: bytes are counted from Content-Length, so chunked bodies are not counted;
+    // counting them would put a TransformStream on every streamed body.
+    if (declaredLength > 0) metrics.countBytes("in", declaredLength);
+    const responseLength = Number(upstream.headers.get("content-length") ?? 0);
+    if (body !== null && responseLength > 0) metrics.countBytes("out", responseLength);
     // NOTE: a larger body reaches the client with chunked framing and no Content-Length,
     // because Bun.serve cannot stream a body of declared length.
     return new Response(body, {

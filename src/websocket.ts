@@ -3,6 +3,7 @@
 // subprotocol Mattermost chose and a refused upgrade stays refused.
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import type { Logger } from "./log.ts";
+import type { Metrics } from "./metrics.ts";
 import { upstreamRequestHeaders, type ClientInfo } from "./headers.ts";
 import { gateError } from "./responses.ts";
 import { upstreamUrl, type RequestTarget } from "./target.ts";
@@ -13,14 +14,24 @@ export interface BridgeData {
   readonly path: string;
   /** Upstream messages that arrived before the client socket opened. */
   pending: (string | Uint8Array)[] | null;
+  /** The client socket, once `open` has run. */
+  client: ServerWebSocket<BridgeData> | null;
 }
 
-export interface BridgeOptions {
+/** Per-configuration settings for new upgrades; a reload replaces them. */
+export interface UpgradeOptions {
   readonly upstreamOrigin: string;
   readonly connectTimeoutMs: number;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+}
+
+/** Settings shared by every bridged connection for the life of the process. */
+export interface BridgeOptions {
   /** Bytes queued towards the upstream after which the bridge closes with 1013. */
   readonly backpressureLimit: number;
   readonly logger: Logger;
+  readonly metrics: Metrics;
 }
 
 // Headers the WebSocket client writes itself; Sec-WebSocket-Protocol travels as `protocols`.
@@ -37,69 +48,80 @@ export function isWebSocketUpgrade(request: Request): boolean {
   return request.headers.get("upgrade")?.toLowerCase() === "websocket";
 }
 
-export function createWebSocketBridge(options: BridgeOptions) {
-  const { upstreamOrigin, connectTimeoutMs, backpressureLimit, logger } = options;
-  const wsOrigin = upstreamOrigin.replace(/^http/, "ws");
+function messageBytes(message: string | Uint8Array): number {
+  return typeof message === "string" ? Buffer.byteLength(message) : message.byteLength;
+}
 
-  /** Connects upstream, then upgrades the client; returns a response only on failure. */
-  async function upgrade(
-    request: Request,
-    server: Server<BridgeData>,
-    target: RequestTarget,
-    client: ClientInfo,
-  ): Promise<Response | undefined> {
-    const headers = upstreamRequestHeaders(request.headers, client);
-    for (const name of HANDSHAKE_HEADERS) headers.delete(name);
-    const protocols = (request.headers.get("sec-websocket-protocol") ?? "")
-      .split(",")
-      .map((item) => item.trim())
-      .filter((item) => item !== "");
+/**
+ * Connects to the upstream, then upgrades the client. Returns a response only when the
+ * upgrade fails; Bun then sends that response instead of 101.
+ */
+export async function upgradeWebSocket(
+  request: Request,
+  server: Server<BridgeData>,
+  target: RequestTarget,
+  client: ClientInfo,
+  options: UpgradeOptions,
+): Promise<Response | undefined> {
+  const { connectTimeoutMs, logger, metrics } = options;
+  const headers = upstreamRequestHeaders(request.headers, client);
+  for (const name of HANDSHAKE_HEADERS) headers.delete(name);
+  const protocols = (request.headers.get("sec-websocket-protocol") ?? "")
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item !== "");
 
-    const upstream = new WebSocket(upstreamUrl(wsOrigin, target), {
-      headers: Object.fromEntries(headers),
-      protocols,
-    } as unknown as string[]);
-    upstream.binaryType = "arraybuffer";
+  const wsOrigin = options.upstreamOrigin.replace(/^http/, "ws");
+  const upstream = new WebSocket(upstreamUrl(wsOrigin, target), {
+    headers: Object.fromEntries(headers),
+    protocols,
+  } as unknown as string[]);
+  upstream.binaryType = "arraybuffer";
 
-    const opened = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), connectTimeoutMs);
-      upstream.addEventListener("open", () => (clearTimeout(timer), resolve(true)), { once: true });
-      upstream.addEventListener("close", () => (clearTimeout(timer), resolve(false)), { once: true });
-    });
-    if (!opened) {
-      upstream.close();
-      logger.error({ path: target.path }, "upstream refused the WebSocket upgrade");
-      return gateError(502, "Bad Gateway: Mattermost refused the WebSocket upgrade", request.method);
-    }
-
-    const data: BridgeData = { upstream, path: target.path, pending: [] };
-    upstream.addEventListener("message", (event) => {
-      const message = typeof event.data === "string" ? event.data : new Uint8Array(event.data as ArrayBuffer);
-      if (data.pending !== null) data.pending.push(message);
-      else clientSocketOf(data)?.send(message);
-    });
-    const selected = upstream.protocol;
-    const accepted = server.upgrade(request, {
-      data,
-      headers: selected ? { "sec-websocket-protocol": selected } : undefined,
-    });
-    if (!accepted) {
-      upstream.close(1011);
-      return gateError(400, "Bad Request: invalid WebSocket upgrade", request.method);
-    }
-    return undefined;
+  const opened = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), connectTimeoutMs);
+    upstream.addEventListener("open", () => (clearTimeout(timer), resolve(true)), { once: true });
+    upstream.addEventListener("close", () => (clearTimeout(timer), resolve(false)), { once: true });
+  });
+  if (!opened) {
+    upstream.close();
+    logger.error({ path: target.path }, "upstream refused the WebSocket upgrade");
+    return gateError(502, "Bad Gateway: Mattermost refused the WebSocket upgrade", request.method);
   }
 
-  // The client socket is known only once `open` runs; keep the link on the data object.
-  const clientSockets = new WeakMap<BridgeData, ServerWebSocket<BridgeData>>();
-  function clientSocketOf(data: BridgeData): ServerWebSocket<BridgeData> | undefined {
-    return clientSockets.get(data);
+  const data: BridgeData = { upstream, path: target.path, pending: [], client: null };
+  upstream.addEventListener("message", (event) => {
+    const message = typeof event.data === "string" ? event.data : new Uint8Array(event.data as ArrayBuffer);
+    metrics.countBytes("out", messageBytes(message));
+    if (data.client === null) data.pending?.push(message);
+    else data.client.send(message);
+  });
+  const selected = upstream.protocol;
+  const accepted = server.upgrade(request, {
+    data,
+    headers: selected ? { "sec-websocket-protocol": selected } : undefined,
+  });
+  if (!accepted) {
+    upstream.close(1011);
+    return gateError(400, "Bad Request: invalid WebSocket upgrade", request.method);
   }
+  return undefined;
+}
 
-  const handler: WebSocketHandler<BridgeData> = {
+/** The Bun.serve websocket handler that relays frames between client and upstream. */
+export function createWebSocketHandler(
+  options: BridgeOptions,
+): WebSocketHandler<BridgeData> & { readonly openSockets: ReadonlySet<ServerWebSocket<BridgeData>> } {
+  const { backpressureLimit, logger, metrics } = options;
+  const openSockets = new Set<ServerWebSocket<BridgeData>>();
+
+  return {
+    openSockets,
     open(ws) {
+      metrics.websocketOpened();
+      openSockets.add(ws);
       const data = ws.data;
-      clientSockets.set(data, ws);
+      data.client = ws;
       const upstream = data.upstream;
       upstream.addEventListener("close", (event) => {
         ws.close(sendableCloseCode(event.code), event.reason);
@@ -114,6 +136,7 @@ export function createWebSocketBridge(options: BridgeOptions) {
     message(ws, message) {
       const upstream = ws.data.upstream;
       if (upstream.readyState !== WebSocket.OPEN) return;
+      metrics.countBytes("in", messageBytes(message));
       upstream.send(message);
       // Bun's server socket cannot pause reading, so a peer that cannot keep up is cut
       // off with 1013 (try again later) instead of letting the queue grow without bound.
@@ -124,12 +147,12 @@ export function createWebSocketBridge(options: BridgeOptions) {
       }
     },
     close(ws, code, reason) {
+      metrics.websocketClosed();
+      openSockets.delete(ws);
       const upstream = ws.data.upstream;
       if (upstream.readyState === WebSocket.OPEN || upstream.readyState === WebSocket.CONNECTING) {
         upstream.close(sendableCloseCode(code), reason);
       }
     },
   };
-
-  return { upgrade, handler };
 }
