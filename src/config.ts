@@ -40,7 +40,7 @@ export class ConfigError extends Error {
   }
 }
 
-/** Where the raw values come from; tests pass their own. */
+/** The raw inputs to the configuration; tests pass their own. */
 export interface ConfigSources {
   /** Flag values by flag name, as parsed from the command line. */
   readonly flags: Readonly<Record<string, readonly string[]>>;
@@ -49,7 +49,7 @@ export interface ConfigSources {
 
 interface RawValue {
   readonly values: readonly unknown[];
-  /** How the value was given, for error messages: "--listen", "PREAUTH_GATE_LISTEN", ... */
+  /** The flag, variable or file key that gave the value, named in error messages. */
   readonly source: string;
 }
 
@@ -376,7 +376,8 @@ export function trustedProxyMatcher(ranges: readonly string[]): (address: string
   for (const range of ranges) {
     const [address = "", prefix] = range.split("/");
     const family = isIP(address) === 6 ? "ipv6" : "ipv4";
-    list.addSubnet(address, prefix === undefined ? (family === "ipv6" ? 128 : 32) : Number(prefix), family);
+    const fullLength = family === "ipv6" ? 128 : 32;
+    list.addSubnet(address, prefix === undefined ? fullLength : Number(prefix), family);
   }
   return (address) => {
     const mapped = address.startsWith("::ffff:") && isIP(address.slice(7)) === 4 ? address.slice(7) : address;

@@ -17,7 +17,7 @@ export interface Gate {
   readonly websocketExempt: boolean;
   /**
    * Decides on a request from its path (query excluded), the secret header's value as
-   * Bun reports it (null when absent), and whether it asks for a WebSocket upgrade.
+   * Bun reports it (null when absent), and whether it requests a WebSocket upgrade.
    */
   decide(path: string, presentedSecret: string | null, isUpgrade: boolean): Decision;
 }

@@ -37,7 +37,7 @@ export function removeHopByHop(headers: Headers): void {
   for (const name of HOP_BY_HOP_HEADERS) headers.delete(name);
 }
 
-/** Who sent the request, as far as the gate can tell. */
+/** The sender of a request, as far as the gate can tell. */
 export interface ClientInfo {
   /** Address of the TCP peer. */
   readonly address: string;
