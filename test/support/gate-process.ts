@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { captureOutput } from "./child-output.ts";
 
 export const GATE_BINARY = join(import.meta.dir, "..", "..", "dist", "preauth-gate");
 
@@ -63,19 +64,15 @@ export async function startGateProcess(options: StartGateOptions): Promise<GateP
     stderr: "pipe",
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...options.env },
   });
-  let captured = "";
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) captured += decoder.decode(chunk, { stream: true });
-  };
-  const collectors = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const output = captureOutput(child);
+  const collectors = output.finished;
 
   const deadline = Date.now() + 10_000;
-  while (!captured.includes('"gate started"')) {
+  while (!output.text().includes('"gate started"')) {
     if (child.exitCode !== null || Date.now() > deadline) {
       await Promise.race([collectors, Bun.sleep(200)]);
       child.kill();
-      throw new Error(`the gate did not start (exit ${child.exitCode}):\n${captured}`);
+      throw new Error(`the gate did not start (exit ${child.exitCode}):\n${output.text()}`);
     }
     await Bun.sleep(20);
   }
@@ -83,7 +80,7 @@ export async function startGateProcess(options: StartGateOptions): Promise<GateP
     url: `http://127.0.0.1:${port}`,
     port,
     process: child,
-    output: () => captured,
+    output: output.text,
     async stop(signal: NodeJS.Signals = "SIGTERM") {
       if (child.exitCode === null) child.kill(signal);
       const code = await child.exited;

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { TEST_SECRET } from "./gate-process.ts";
 import { enabledLocations, type ModelOptions } from "./reference-model.ts";
+import { captureOutput } from "./child-output.ts";
 
 const SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -140,12 +141,8 @@ export async function startNginx(sites: readonly NginxSite[]): Promise<NginxProc
     stdout: "pipe",
     stderr: "pipe",
   });
-  let captured = "";
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) captured += decoder.decode(chunk, { stream: true });
-  };
-  const collectors = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const output = captureOutput(child);
+  const collectors = output.finished;
 
   const deadline = Date.now() + 10_000;
   for (const site of sites) {
@@ -153,7 +150,7 @@ export async function startNginx(sites: readonly NginxSite[]): Promise<NginxProc
       if (child.exitCode !== null || Date.now() > deadline) {
         child.kill();
         await Promise.race([collectors, Bun.sleep(200)]);
-        throw new Error(`nginx did not start (exit ${child.exitCode}):\n${captured}\nconfiguration:\n${config}`);
+        throw new Error(`nginx did not start (exit ${child.exitCode}):\n${output.text()}\nconfiguration:\n${config}`);
       }
       await Bun.sleep(20);
     }
@@ -161,7 +158,7 @@ export async function startNginx(sites: readonly NginxSite[]): Promise<NginxProc
   return {
     process: child,
     config,
-    output: () => captured,
+    output: output.text,
     async stop() {
       if (child.exitCode === null) child.kill("SIGTERM");
       await child.exited;
