@@ -2,7 +2,7 @@
 // Mattermost on a free port and makes a throw-away secret file; every other argument
 // goes to `preauth-gate serve` unchanged. Stop it with Ctrl-C.
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startStandInMattermost, type StandInMattermost } from "../test/support/stand-in-mattermost.ts";
@@ -22,8 +22,10 @@ if (!hasUpstream) {
   gateArgs.push("--upstream", standIn.url);
 }
 let secretFile: string | null = null;
+let secretDir: string | null = null;
 if (!hasSecret) {
-  secretFile = join(mkdtempSync(join(tmpdir(), "preauth-gate-demo-")), "preauth-secret");
+  secretDir = mkdtempSync(join(tmpdir(), "preauth-gate-demo-"));
+  secretFile = join(secretDir, "preauth-secret");
   writeFileSync(secretFile, `${randomBytes(32).toString("base64")}\n`, { mode: 0o600 });
   gateArgs.push("--secret-file", secretFile);
 }
@@ -55,4 +57,5 @@ process.on("SIGINT", stop);
 process.on("SIGTERM", stop);
 const code = await gate.exited;
 await standIn?.close();
+if (secretDir !== null) rmSync(secretDir, { recursive: true, force: true });
 process.exit(code);

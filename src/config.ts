@@ -55,6 +55,8 @@ interface RawValue {
 
 const ALLOW_GROUPS = [...SSO_GROUPS, "websocket"] as const;
 const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+const SECRET_TABLE_KEYS = new Set(["label", "file", "expires"]);
+const LABEL = /^[A-Za-z0-9._-]+$/;
 const FILE_KEYS = new Set([...OPTIONS.flatMap((o) => (o.fileKey ? [o.fileKey] : [])), "secrets"]);
 
 function splitList(text: string): string[] {
@@ -100,7 +102,11 @@ function loadConfigFile(path: string, problems: string[]): Record<string, unknow
   try {
     parsed = Bun.TOML.parse(text) as Record<string, unknown>;
   } catch (error) {
-    problems.push(`config file ${path}: invalid TOML: ${(error as Error).message}`);
+    // The parser's message quotes the offending text, which could be a secret when the
+    // path names a secret file by mistake, so only the position is reported.
+    const { line, column } = error as { line?: number; column?: number };
+    const position = line === undefined ? "" : ` at line ${line}, column ${column}`;
+    problems.push(`config file ${path}: invalid TOML${position}`);
     return {};
   }
   for (const key of Object.keys(parsed)) {
@@ -193,9 +199,14 @@ function readSecretFile(path: string, label: string, problems: string[]): string
   }
 }
 
+/** An RFC 3339 date-time with a time zone, as TOML writes it: 2027-01-31T00:00:00Z. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})$/i;
+
 function parseExpiry(value: unknown, label: string, problems: string[]): Date | null {
   if (value === undefined || value === null) return null;
-  const time = Date.parse(String(value));
+  // Bun's TOML parser returns a date-time value as an object whose string form is RFC 3339.
+  const text = String(value);
+  const time = RFC3339.test(text) ? Date.parse(text) : Number.NaN;
   if (Number.isNaN(time)) {
     problems.push(`secret "${label}": expires "${String(value)}" is not a date-time such as 2027-01-31T00:00:00Z`);
     return null;
@@ -226,6 +237,9 @@ function collectSecrets(sources: ConfigSources, file: Record<string, unknown>, p
     if (!Array.isArray(tables)) problems.push('config key secrets: expected an array of tables [[secrets]]');
     for (const [index, table] of (Array.isArray(tables) ? tables : []).entries()) {
       const entry = table as Record<string, unknown>;
+      for (const key of Object.keys(entry)) {
+        if (!SECRET_TABLE_KEYS.has(key)) problems.push(`config secrets[${index}]: unknown key "${key}"; expected label, file or expires`);
+      }
       if (typeof entry.file !== "string") {
         problems.push(`config secrets[${index}]: "file" (the path of the secret file) is missing`);
         continue;
@@ -260,6 +274,9 @@ function collectSecrets(sources: ConfigSources, file: Record<string, unknown>, p
   const labels = new Set<string>();
   const values = new Map<string, string>();
   for (const secret of found) {
+    if (!LABEL.test(secret.label)) {
+      problems.push(`secret label "${secret.label}" is invalid; use letters, digits, ".", "_" and "-"`);
+    }
     if (labels.has(secret.label)) problems.push(`secret label "${secret.label}" is used more than once`);
     labels.add(secret.label);
     if (secret.value === null) continue;
@@ -272,6 +289,9 @@ function collectSecrets(sources: ConfigSources, file: Record<string, unknown>, p
     if (twin !== undefined) problems.push(`secrets "${twin}" and "${secret.label}" have the same value`);
     values.set(secret.value, secret.label);
     entries.push(Object.freeze({ label: secret.label, value: secret.value, expiresAt: parseExpiry(secret.expires, secret.label, problems) }));
+  }
+  if (entries.length > 0 && entries.every((entry) => entry.expiresAt !== null && entry.expiresAt.getTime() <= Date.now())) {
+    problems.push("every configured secret has expired, so no client could get in; add a current secret");
   }
   return entries;
 }

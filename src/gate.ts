@@ -31,10 +31,13 @@ export function createGate(config: Pick<Config, "secrets" | "groups" | "ssoServi
     whitelist,
     websocketExempt,
     decide(path: string, presentedSecret: string | null, isUpgrade: boolean): Decision {
-      const rule = whitelist.match(path);
-      if (rule !== null) return { outcome: "whitelisted", rule: rule.name };
-      if (websocketExempt && isUpgrade && WEBSOCKET_PATHS.has(path)) {
-        return { outcome: "whitelisted", rule: "websocket-upgrade" };
+      // The whitelist covers plain HTTP only: no whitelisted route is a WebSocket, so an
+      // upgrade needs the secret unless `--allow websocket` exempts Mattermost's route.
+      if (isUpgrade) {
+        if (websocketExempt && WEBSOCKET_PATHS.has(path)) return { outcome: "whitelisted", rule: "websocket-upgrade" };
+      } else {
+        const rule = whitelist.match(path);
+        if (rule !== null) return { outcome: "whitelisted", rule: rule.name };
       }
       const check = checkSecret(presentedSecret);
       return check.ok ? { outcome: "allowed", label: check.label } : { outcome: "rejected", reason: check.reason };

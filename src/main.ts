@@ -5,11 +5,11 @@ import packageJson from "../package.json" with { type: "json" };
 import { helpText, parseCommandLine, UsageError, type ParsedCommandLine } from "./cli.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createGate } from "./gate.ts";
-import { startAdminServer } from "./admin.ts";
+import { startAdminServer, type AdminServer } from "./admin.ts";
 import { createLogger } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
-import { startGate } from "./server.ts";
-import { parseRequestUrl } from "./target.ts";
+import { startGate, type RunningGate } from "./server.ts";
+import { isForwardable, parseRequestUrl } from "./target.ts";
 
 const VERSION: string = packageJson.version;
 
@@ -28,23 +28,42 @@ function loadOrExit(commandLine: ParsedCommandLine): Config {
   }
 }
 
+/** Describes why a listener could not start, in one line. */
+function listenFailure(error: unknown): string {
+  const code = (error as { code?: string }).code;
+  const message = (error as Error).message ?? String(error);
+  if (code === "EADDRINUSE") return `the address is already in use (${message})`;
+  return code === undefined ? message : `${code}: ${message}`;
+}
+
 function serve(commandLine: ParsedCommandLine): void {
   const config = loadOrExit(commandLine);
   const logger = createLogger(config.logLevel);
   const metrics = createMetrics();
   metrics.addSecretLabels(config.secrets.map((secret) => secret.label));
   let current = config;
-  const running = startGate(config, logger, metrics);
-  const admin =
-    config.adminListen === null
-      ? null
-      : startAdminServer({
-          hostname: config.adminListen.hostname,
-          port: config.adminListen.port,
-          metrics,
-          upstreamOrigin: () => current.upstreamOrigin,
-          logger,
-        });
+  let running: RunningGate;
+  let admin: AdminServer | null;
+  try {
+    admin =
+      config.adminListen === null
+        ? null
+        : startAdminServer({
+            hostname: config.adminListen.hostname,
+            port: config.adminListen.port,
+            metrics,
+            upstreamOrigin: () => current.upstreamOrigin,
+            logger,
+          });
+    running = startGate(config, logger, metrics);
+  } catch (error) {
+    // Binding failures: address in use, an unknown host name, a key that does not match
+    // the certificate. Bun's messages name the cause but never a secret.
+    const reason = listenFailure(error);
+    logger.error({ error: reason }, "gate failed to start");
+    console.error(`preauth-gate: cannot start: ${reason}`);
+    process.exit(1);
+  }
 
   process.on("SIGHUP", () => {
     let next: Config;
@@ -89,7 +108,10 @@ function check(config: Config): void {
   console.log(`configuration is valid`);
   console.log(`listen:   ${config.listen.hostname}:${config.listen.port}`);
   console.log(`upstream: ${config.upstreamOrigin}`);
-  console.log(`secrets:  ${config.secrets.map((secret) => secret.label).join(", ")}`);
+  const secrets = config.secrets.map((secret) =>
+    secret.expiresAt === null ? secret.label : `${secret.label} (expires ${secret.expiresAt.toISOString()})`,
+  );
+  console.log(`secrets:  ${secrets.join(", ")}`);
   console.log("whitelist (without the secret):");
   for (const rule of gate.whitelist.rules) console.log(`  ${rule.nginx.padEnd(72)} ${rule.name}`);
   if (config.websocketExempt) console.log("  WebSocket upgrades to /api/v4/websocket and /api/v4/websocket/");
@@ -123,6 +145,8 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
   if (decision.outcome === "whitelisted") {
     const rule = gate.whitelist.rules.find((candidate) => candidate.name === decision.rule);
     console.log(`outcome: forwarded without the secret, by rule ${decision.rule} (${rule?.nginx ?? ""})`);
+  } else if (decision.outcome === "allowed" && !isForwardable(parsed.target.path)) {
+    console.log(`outcome: 400, because Bun's fetch() would send a path starting with // as /`);
   } else if (decision.outcome === "allowed") {
     console.log(`outcome: forwarded, secret "${decision.label}" accepted`);
   } else {

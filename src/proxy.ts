@@ -28,19 +28,84 @@ class UpstreamTimeout extends Error {}
 
 export type Forwarder = (request: Request, target: RequestTarget, client: ClientInfo) => Promise<Response>;
 
+/** Methods the gate never forwards: Mattermost serves neither, and TRACE echoes credentials. */
+const REFUSED_METHODS = new Set(["CONNECT", "TRACE"]);
+
+/**
+ * Returns the request body's declared length, or null when the request has no
+ * Content-Length. Bun joins repeated headers with ", ", which RFC 9112 section 6.3
+ * allows only when every value is the same; anything else is NaN.
+ */
+function declaredBodyLength(headers: Headers): number | null {
+  const value = headers.get("content-length");
+  if (value === null) return null;
+  const values = value.split(",").map((item) => item.trim());
+  if (!values.every((item) => /^\d+$/.test(item) && item === values[0])) return Number.NaN;
+  return Number(values[0]);
+}
+
+/** Checks the request before anything goes upstream; returns the error response, or null. */
+function requestProblem(request: Request, target: RequestTarget, maxBodyBytes: number): Response | null {
+  const method = request.method;
+  if (!isForwardable(target.path)) {
+    return gateError(400, "Bad Request: the request path must not start with //", method);
+  }
+  if (REFUSED_METHODS.has(method)) {
+    return gateError(405, `Method Not Allowed: ${method} is not forwarded`, method);
+  }
+  const declaredLength = declaredBodyLength(request.headers);
+  if (Number.isNaN(declaredLength)) return gateError(400, "Bad Request: invalid Content-Length", method);
+  if (declaredLength !== null && declaredLength > maxBodyBytes) {
+    return gateError(413, `Payload Too Large: the limit is ${maxBodyBytes} bytes`, method);
+  }
+  return null;
+}
+
+/** Wraps bytes already read in a stream, so that Bun adds no Content-Type of its own. */
+function streamOf(bytes: ArrayBuffer): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(controller) {
+      controller.enqueue(new Uint8Array(bytes));
+      controller.close();
+    },
+  });
+}
+
 export function createForwarder(options: ProxyOptions): Forwarder {
   const { upstreamOrigin, upstreamTimeoutMs, maxBodyBytes, logger, metrics } = options;
   const timeoutSeconds = upstreamTimeoutMs / 1000;
 
+  /** Chooses the body for the client: none, the bytes read whole, or the upstream stream. */
+  async function clientBody(
+    method: string,
+    upstream: Response,
+    path: string,
+  ): Promise<ReadableStream<Uint8Array> | ArrayBuffer | null | Response> {
+    if (method === "HEAD" || NULL_BODY_STATUSES.has(upstream.status)) return null;
+    const length = Number(upstream.headers.get("content-length") ?? Infinity);
+    if (length > BUFFERED_RESPONSE_LIMIT) {
+      // NOTE: such a body reaches the client with chunked framing and no Content-Length,
+      // because Bun.serve cannot stream a body of declared length.
+      return upstream.body;
+    }
+    let bytes: ArrayBuffer;
+    try {
+      bytes = await upstream.arrayBuffer();
+    } catch (error) {
+      metrics.countUpstreamError("cut-off");
+      logger.error({ method, path, error: (error as Error).name }, "upstream response body failed");
+      return gateError(502, "Bad Gateway: Mattermost's response was cut off", method);
+    }
+    metrics.countBytes("out", bytes.byteLength);
+    // Bun labels a buffered body without Content-Type as application/octet-stream, but
+    // passes a small finished stream through without one.
+    return upstream.headers.has("content-type") ? bytes : streamOf(bytes);
+  }
+
   return async function forward(request, target, client) {
     const method = request.method;
-    if (!isForwardable(target.path)) {
-      return gateError(400, "Bad Request: the request path must not start with //", method);
-    }
-    const declaredLength = Number(request.headers.get("content-length") ?? 0);
-    if (declaredLength > maxBodyBytes) {
-      return gateError(413, `Payload Too Large: the limit is ${maxBodyBytes} bytes`, method);
-    }
+    const problem = requestProblem(request, target, maxBodyBytes);
+    if (problem !== null) return problem;
 
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(new UpstreamTimeout()), upstreamTimeoutMs);
@@ -48,11 +113,20 @@ export function createForwarder(options: ProxyOptions): Forwarder {
     const onClientAbort = () => controller.abort(request.signal.reason);
     request.signal.addEventListener("abort", onClientAbort, { once: true });
 
+    const headers = upstreamRequestHeaders(request.headers, client);
+    const declaredLength = declaredBodyLength(request.headers);
+    if (declaredLength !== null) {
+      headers.set("content-length", String(declaredLength));
+      // NOTE: bytes are counted from Content-Length, so chunked request bodies are not
+      // counted; counting them would put a TransformStream on every streamed body.
+      metrics.countBytes("in", declaredLength);
+    }
+
     let upstream: Response;
     try {
       upstream = await fetch(upstreamUrl(upstreamOrigin, target), {
         method,
-        headers: upstreamRequestHeaders(request.headers, client),
+        headers,
         body: request.body,
         redirect: "manual",
         signal: controller.signal,
@@ -63,45 +137,34 @@ export function createForwarder(options: ProxyOptions): Forwarder {
     } catch (error) {
       clearTimeout(timer);
       request.signal.removeEventListener("abort", onClientAbort);
-      if (controller.signal.reason instanceof UpstreamTimeout) {
-        metrics.countUpstreamError("timeout");
-        logger.error({ method, path: target.path, timeout_seconds: timeoutSeconds }, "upstream timed out");
-        return gateError(504, `Gateway Timeout: Mattermost did not answer within ${timeoutSeconds} s`, method);
-      }
-      if (request.signal.aborted) {
-        logger.info({ method, path: target.path }, "client closed the request");
-        return gateError(499, "Client Closed Request", method);
-      }
-      const code = (error as { code?: string }).code ?? (error as Error).name;
-      metrics.countUpstreamError("unreachable");
-      logger.error({ method, path: target.path, error: code }, "upstream request failed");
-      return gateError(502, "Bad Gateway: Mattermost is unreachable", method);
+      return upstreamFailure(error, controller.signal, request, target);
     }
     clearTimeout(timer);
 
-    let body: ReadableStream<Uint8Array> | ArrayBuffer | null = upstream.body;
-    if (method === "HEAD" || NULL_BODY_STATUSES.has(upstream.status)) {
-      body = null;
-    } else if (Number(upstream.headers.get("content-length") ?? Infinity) <= BUFFERED_RESPONSE_LIMIT) {
-      try {
-        body = await upstream.arrayBuffer();
-      } catch (error) {
-        metrics.countUpstreamError("cut-off");
-        logger.error({ method, path: target.path, error: (error as Error).name }, "upstream response body failed");
-        return gateError(502, "Bad Gateway: Mattermost's response was cut off", method);
-      }
-    }
-    // NOTE: bytes are counted from Content-Length, so chunked bodies are not counted;
-    // counting them would put a TransformStream on every streamed body.
-    if (declaredLength > 0) metrics.countBytes("in", declaredLength);
-    const responseLength = Number(upstream.headers.get("content-length") ?? 0);
-    if (body !== null && responseLength > 0) metrics.countBytes("out", responseLength);
-    // NOTE: a larger body reaches the client with chunked framing and no Content-Length,
-    // because Bun.serve cannot stream a body of declared length.
+    const body = await clientBody(method, upstream, target.path);
+    if (body instanceof Response) return body;
     return new Response(body, {
       status: upstream.status,
       statusText: upstream.statusText,
       headers: clientResponseHeaders(upstream.headers),
     });
   };
+
+  /** Turns a failed fetch() into the client's response, with a log line and a metric. */
+  function upstreamFailure(error: unknown, signal: AbortSignal, request: Request, target: RequestTarget): Response {
+    const method = request.method;
+    if (signal.reason instanceof UpstreamTimeout) {
+      metrics.countUpstreamError("timeout");
+      logger.error({ method, path: target.path, timeout_seconds: timeoutSeconds }, "upstream timed out");
+      return gateError(504, `Gateway Timeout: Mattermost did not answer within ${timeoutSeconds} s`, method);
+    }
+    if (request.signal.aborted) {
+      logger.debug({ method, path: target.path }, "client closed the request");
+      return gateError(499, "Client Closed Request", method);
+    }
+    const code = String((error as { code?: string }).code ?? (error as Error).name);
+    metrics.countUpstreamError("unreachable");
+    logger.error({ method, path: target.path, error: code }, "upstream request failed");
+    return gateError(502, "Bad Gateway: Mattermost is unreachable", method);
+  }
 }

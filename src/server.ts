@@ -159,6 +159,7 @@ export function startGate(initialConfig: Config, logger: Logger, metrics: Metric
     });
   }
 
+  ensureAddressFree(initialConfig);
   let server = listen(initialConfig);
   logger.info(startupFields(initialConfig, state.gate, server), "gate started");
 
@@ -197,6 +198,21 @@ export function startGate(initialConfig: Config, logger: Logger, metrics: Metric
       rejections.stop();
     },
   };
+}
+
+/**
+ * Throws when another socket already listens on the configured address. The gate's own
+ * listener sets SO_REUSEPORT so that a reload can replace it, and that would otherwise
+ * let a second gate share the port silently and take part of the traffic.
+ */
+function ensureAddressFree(config: Config): void {
+  if (config.listen.port === 0) return;
+  const probe = Bun.listen({
+    hostname: config.listen.hostname,
+    port: config.listen.port,
+    socket: { data() {} },
+  });
+  probe.stop(true);
 }
 
 /** The audit trail logged at start-up and after a reload. */

@@ -44,6 +44,19 @@ function sendableCloseCode(code: number): number {
     : 1000;
 }
 
+/** Checks the handshake fields of RFC 6455 section 4.2.1 that the gate relies on. */
+function isValidHandshake(request: Request): boolean {
+  const headers = request.headers;
+  const connection = (headers.get("connection") ?? "").toLowerCase().split(",").map((token) => token.trim());
+  const key = headers.get("sec-websocket-key") ?? "";
+  return (
+    request.method === "GET" &&
+    connection.includes("upgrade") &&
+    headers.get("sec-websocket-version") === "13" &&
+    /^[A-Za-z0-9+/]{22}==$/.test(key)
+  );
+}
+
 export function isWebSocketUpgrade(request: Request): boolean {
   return request.headers.get("upgrade")?.toLowerCase() === "websocket";
 }
@@ -64,6 +77,10 @@ export async function upgradeWebSocket(
   options: UpgradeOptions,
 ): Promise<Response | undefined> {
   const { connectTimeoutMs, logger, metrics } = options;
+  // Check the client's handshake before Mattermost is asked for anything.
+  if (!isValidHandshake(request)) {
+    return gateError(400, "Bad Request: invalid WebSocket handshake", request.method);
+  }
   const headers = upstreamRequestHeaders(request.headers, client);
   for (const name of HANDSHAKE_HEADERS) headers.delete(name);
   const protocols = (request.headers.get("sec-websocket-protocol") ?? "")
@@ -85,7 +102,7 @@ export async function upgradeWebSocket(
   });
   if (!opened) {
     upstream.close();
-    logger.error({ path: target.path }, "upstream refused the WebSocket upgrade");
+    logger.warn({ path: target.path }, "upstream refused the WebSocket upgrade");
     return gateError(502, "Bad Gateway: Mattermost refused the WebSocket upgrade", request.method);
   }
 

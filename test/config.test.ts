@@ -130,6 +130,47 @@ describe("configuration", () => {
     expect(config.secrets[0]!.expiresAt?.toISOString()).toBe("2030-01-01T00:00:00.000Z");
   });
 
+  test("secrets table problems are all reported", () => {
+    const dir = mkdtempSync(join(tmpdir(), "preauth-file-"));
+    const file = join(dir, "gate.toml");
+    writeFileSync(
+      file,
+      [
+        "[[secrets]]",
+        'label = "bad label"',
+        `file = "${secretFile}"`,
+        'expiry = "2020-01-01T00:00:00Z"',
+        "[[secrets]]",
+        'label = "ambiguous"',
+        `file = "${writeSecretFile("another-secret-value-9876")}"`,
+        'expires = "1/2/2027"',
+      ].join("\n"),
+    );
+    const problems = problemsOf({ flags: { config: [file] }, env: {} });
+    expect(problems).toContain('config secrets[0]: unknown key "expiry"; expected label, file or expires');
+    expect(problems).toContain('secret label "bad label" is invalid; use letters, digits, ".", "_" and "-"');
+    expect(problems).toContain('secret "ambiguous": expires "1/2/2027" is not a date-time such as 2027-01-31T00:00:00Z');
+    expect(problems).toHaveLength(3);
+  });
+
+  test("only expired secrets is a problem", () => {
+    const dir = mkdtempSync(join(tmpdir(), "preauth-file-"));
+    const file = join(dir, "gate.toml");
+    writeFileSync(file, ["[[secrets]]", `file = "${secretFile}"`, "expires = 2020-01-01T00:00:00Z"].join("\n"));
+    const problems = problemsOf({ flags: { config: [file] }, env: {} });
+    expect(problems).toEqual(["every configured secret has expired, so no client could get in; add a current secret"]);
+  });
+
+  test("invalid TOML is reported without its text", () => {
+    const dir = mkdtempSync(join(tmpdir(), "preauth-file-"));
+    const file = join(dir, "secret-by-mistake");
+    writeFileSync(file, "abc=defghijklmnopqrstuvwxyz\n");
+    const problems = problemsOf({ flags: { config: [file] }, env: { PREAUTH_GATE_SECRET: TEST_SECRET } });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toStartWith(`config file ${file}: invalid TOML at line`);
+    expect(problems[0]).not.toContain("defghijklmnopqrstuvwxyz");
+  });
+
   test("unknown config file key is a problem", () => {
     const dir = mkdtempSync(join(tmpdir(), "preauth-file-"));
     const file = join(dir, "gate.toml");

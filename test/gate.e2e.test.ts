@@ -4,7 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:tes
 import { connect } from "node:net";
 import { gunzipSync } from "node:zlib";
 import { startStandInMattermost, type StandInMattermost } from "./support/stand-in-mattermost.ts";
-import { SECRET_HEADER, TEST_SECRET, startGateProcess, type GateProcess } from "./support/gate-process.ts";
+import { GATE_BINARY, SECRET_HEADER, TEST_SECRET, startGateProcess, type GateProcess } from "./support/gate-process.ts";
 
 let mattermost: StandInMattermost;
 let gate: GateProcess;
@@ -276,6 +276,16 @@ describe("forwarding", () => {
     expect(mattermost.received).toHaveLength(1);
   });
 
+  test("response without Content-Type gets none added", async () => {
+    const response = await rawRequest(
+      gate.port,
+      `GET /api/v4/redirect-me HTTP/1.1\r\nHost: mm.test\r\n${SECRET_HEADER}: ${TEST_SECRET}\r\nConnection: close\r\n\r\n`,
+    );
+    expect(response.statusLine).toBe("HTTP/1.1 302 Found");
+    expect(response.head.toLowerCase()).not.toContain("content-type");
+    expect(response.head.toLowerCase()).toContain("content-length: 0");
+  });
+
   test("Mattermost's 301 for an unclean path is not followed", async () => {
     const response = await fetch(`${gate.url}/api/v4/users/me%2f`, { headers: withSecret, redirect: "manual" });
     expect(response.status).toBe(301);
@@ -452,5 +462,45 @@ describe("logs and shutdown", () => {
   test("SIGINT stops the gate with status 0", async () => {
     const shortLived = await startGateProcess({ upstream: mattermost.url });
     expect(await shortLived.stop("SIGINT")).toBe(0);
+  });
+});
+
+describe("request hygiene", () => {
+  test("repeated identical Content-Length is forwarded once", async () => {
+    const response = await rawRequest(
+      gate.port,
+      "POST /api/v4/notifications/ack HTTP/1.1\r\nHost: mm.test\r\nContent-Type: application/json\r\n" +
+        "Content-Length: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    expect(response.statusLine).toBe("HTTP/1.1 200 OK");
+    expect(mattermost.received[0]!.headers["content-length"]).toEqual(["2"]);
+  });
+
+  for (const method of ["CONNECT", "TRACE"]) {
+    test(`${method} is never forwarded`, async () => {
+      const response = await rawRequest(gate.port, `${method} /static/x.js HTTP/1.1\r\nHost: mm.test\r\nConnection: close\r\n\r\n`);
+      expect(["HTTP/1.1 405 Method Not Allowed", "HTTP/1.1 400 Bad Request"]).toContain(response.statusLine);
+      expect(mattermost.received).toHaveLength(0);
+    });
+  }
+
+  test("upgrade on a whitelisted path needs the secret", async () => {
+    const response = await rawRequest(
+      gate.port,
+      "GET /static/x.js HTTP/1.1\r\nHost: mm.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    expect(response.statusLine).toBe("HTTP/1.1 403 Forbidden");
+    expect(response.head).toContain("\r\nx-reject-reason: pre-auth");
+    expect(mattermost.received).toHaveLength(0);
+  });
+
+  test("second gate on the same address fails to start", async () => {
+    const result = Bun.spawnSync(
+      [GATE_BINARY, "serve", "--listen", `127.0.0.1:${gate.port}`, "--upstream", mattermost.url],
+      { env: { PATH: process.env.PATH ?? "", PREAUTH_GATE_SECRET: TEST_SECRET } },
+    );
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr.toString()).toContain("the address is already in use");
   });
 });

@@ -164,6 +164,18 @@ describe("websocket", () => {
     expect(exemptGate.output()).toContain("upgrade to /api/v4/websocket exempt from the secret");
   });
 
+  test("exempt upgrade with an invalid handshake never reaches upstream", async () => {
+    for (const headers of [
+      { upgrade: "websocket", "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" },
+      { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "13" },
+      { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "8", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" },
+    ]) {
+      const response = await fetch(`${exemptGate.url}/api/v4/websocket`, { headers });
+      expect(response.status).toBe(400);
+    }
+    expect(mattermost.received).toHaveLength(0);
+  });
+
   test("websocket exemption covers only the upgrade", async () => {
     const plain = await fetch(`${exemptGate.url}/api/v4/websocket`);
     expect(plain.status).toBe(403);
