@@ -165,11 +165,12 @@ describe("websocket", () => {
   });
 
   test("exempt upgrade with an invalid handshake never reaches upstream", async () => {
-    for (const headers of [
+    const handshakes: Record<string, string>[] = [
       { upgrade: "websocket", "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" },
       { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "13" },
       { connection: "Upgrade", upgrade: "websocket", "sec-websocket-version": "8", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" },
-    ]) {
+    ];
+    for (const headers of handshakes) {
       const response = await fetch(`${exemptGate.url}/api/v4/websocket`, { headers });
       expect(response.status).toBe(400);
     }
