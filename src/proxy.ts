@@ -156,7 +156,7 @@ export function createForwarder(options: ProxyOptions): Forwarder {
     if (signal.reason instanceof UpstreamTimeout) {
       metrics.countUpstreamError("timeout");
       logger.error({ method, path: target.path, timeout_seconds: timeoutSeconds }, "upstream timed out");
-      return gateError(504, `Gateway Timeout: Mattermost did not answer within ${timeoutSeconds} s`, method);
+      return gateError(504, `Gateway Timeout: Mattermost did not respond within ${timeoutSeconds} s`, method);
     }
     if (request.signal.aborted) {
       logger.debug({ method, path: target.path }, "client closed the request");

@@ -124,8 +124,8 @@ export function startGate(initialConfig: Config, logger: Logger, metrics: Metric
 
     const address = server.requestIP(request)?.address ?? "unknown";
     const client: ClientInfo = { address, trusted: current.isTrustedProxy(address), protocol: current.protocol };
-    // Mattermost can take minutes to answer some requests; the upstream timeout, not
-    // the client idle timeout, limits how long the gate waits.
+    // Mattermost can take minutes to respond to some requests, so the upstream timeout,
+    // not the client idle timeout, limits how long the gate waits.
     server.timeout(request, 0);
     if (isUpgrade) return upgradeWebSocket(request, server, target, client, current.upgradeOptions);
     const response = await current.forward(request, target, client);

@@ -102,8 +102,8 @@ export async function upgradeWebSocket(
   });
   if (!opened) {
     upstream.close();
-    logger.warn({ path: target.path }, "upstream refused the WebSocket upgrade");
-    return gateError(502, "Bad Gateway: Mattermost refused the WebSocket upgrade", request.method);
+    logger.warn({ path: target.path }, "upstream rejected the WebSocket upgrade");
+    return gateError(502, "Bad Gateway: Mattermost rejected the WebSocket upgrade", request.method);
   }
 
   const data: BridgeData = { upstream, path: target.path, pending: [], client: null };
