@@ -68,9 +68,28 @@ export function setForwardingHeaders(headers: Headers, incoming: Headers, client
   if (!headers.has("x-forwarded-proto")) headers.set("x-forwarded-proto", client.protocol);
 }
 
-/** Copies an upstream response's headers for the client, without hop-by-hop headers. */
-export function clientResponseHeaders(upstream: Headers): Headers {
+/**
+ * Builds a Headers object from node:http's `rawHeaders`. Repeated headers are joined
+ * with ", " as Headers.append does, so a repeated secret or Content-Length stays
+ * visible whatever `req.headers` does with repeats.
+ */
+export function headersFromRaw(rawHeaders: readonly string[]): Headers {
+  const headers = new Headers();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) headers.append(rawHeaders[i]!, rawHeaders[i + 1]!);
+  return headers;
+}
+
+/**
+ * Lists an upstream response's headers for `writeHead`, without hop-by-hop headers.
+ * Every Set-Cookie stays a separate line; Content-Length stays as Mattermost sent it.
+ */
+export function clientResponseHeaders(upstream: Headers): string[] {
   const headers = new Headers(upstream);
   removeHopByHop(headers);
-  return headers;
+  const list: string[] = [];
+  headers.forEach((value, name) => {
+    if (name !== "set-cookie") list.push(name, value);
+  });
+  for (const cookie of headers.getSetCookie()) list.push("set-cookie", cookie);
+  return list;
 }

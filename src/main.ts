@@ -9,7 +9,7 @@ import { startAdminServer, type AdminServer } from "./admin.ts";
 import { createLogger } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
 import { startGate, type RunningGate } from "./server.ts";
-import { isForwardable, parseRequestUrl } from "./target.ts";
+import { isForwardable, parseRequestTarget } from "./target.ts";
 
 const VERSION: string = packageJson.version;
 
@@ -36,7 +36,7 @@ function listenFailure(error: unknown): string {
   return code === undefined ? message : `${code}: ${message}`;
 }
 
-function serve(commandLine: ParsedCommandLine): void {
+async function serve(commandLine: ParsedCommandLine): Promise<void> {
   const config = loadOrExit(commandLine);
   const logger = createLogger(config.logLevel);
   const metrics = createMetrics();
@@ -55,17 +55,17 @@ function serve(commandLine: ParsedCommandLine): void {
             upstreamOrigin: () => current.upstreamOrigin,
             logger,
           });
-    running = startGate(config, logger, metrics);
+    running = await startGate(config, logger, metrics);
   } catch (error) {
     // Binding failures: address in use, an unknown host name, a key that does not match
-    // the certificate. Bun's messages name the cause but never a secret.
+    // the certificate. The messages name the cause but never a secret.
     const reason = listenFailure(error);
     logger.error({ error: reason }, "gate failed to start");
     console.error(`preauth-gate: cannot start: ${reason}`);
     process.exit(1);
   }
 
-  process.on("SIGHUP", () => {
+  process.on("SIGHUP", async () => {
     let next: Config;
     try {
       next = loadConfig({ flags: commandLine.flags, env: process.env });
@@ -75,7 +75,7 @@ function serve(commandLine: ParsedCommandLine): void {
       return;
     }
     try {
-      running.reload(next);
+      await running.reload(next);
     } catch (error) {
       logger.error({ problems: [(error as Error).message] }, "reload rejected, the running configuration stays");
       return;
@@ -122,18 +122,7 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
   const requestTarget = commandLine.positionals[0];
   if (requestTarget === undefined) throw new UsageError("explain needs a request target, for example /api/v4/users/me");
   const gate = createGate(config);
-  // Bun's server builds request.url as "http://" + Host + target and parses that, so a
-  // target starting with "//" keeps it in the path instead of naming a host.
-  let url: string;
-  try {
-    url = requestTarget.startsWith("/")
-      ? new URL(`http://gate.invalid${requestTarget}`).href
-      : `http://gate.invalid${pathAndQuery(new URL(requestTarget))}`;
-  } catch {
-    console.log(`target ${JSON.stringify(requestTarget)}: invalid; the gate answers 400`);
-    return;
-  }
-  const parsed = parseRequestUrl(url);
+  const parsed = parseRequestTarget(requestTarget);
   if (!parsed.ok) {
     console.log(`target ${JSON.stringify(requestTarget)}: ${parsed.problem}; the gate answers 400`);
     return;
@@ -145,18 +134,13 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
   if (decision.outcome === "whitelisted") {
     const rule = gate.whitelist.rules.find((candidate) => candidate.name === decision.rule);
     console.log(`outcome: forwarded without the secret, by rule ${decision.rule} (${rule?.nginx ?? ""})`);
-  } else if (decision.outcome === "allowed" && !isForwardable(parsed.target.path)) {
-    console.log(`outcome: 400, because Bun's fetch() would send a path starting with // as /`);
+  } else if (decision.outcome === "allowed" && !isForwardable(parsed.target)) {
+    console.log(`outcome: 400, because fetch() would not send the target as it is (not in canonical form)`);
   } else if (decision.outcome === "allowed") {
     console.log(`outcome: forwarded, secret "${decision.label}" accepted`);
   } else {
     console.log(`outcome: rejected with 403 x-reject-reason: pre-auth (secret ${decision.reason})`);
   }
-}
-
-/** The path and query of an absolute-form target, which is all the gate keeps of it. */
-function pathAndQuery(url: URL): string {
-  return `${url.pathname}${url.search}`;
 }
 
 function main(argv: readonly string[]): void {
@@ -191,7 +175,7 @@ function main(argv: readonly string[]): void {
       }
       return;
     case "serve":
-      serve(commandLine);
+      void serve(commandLine);
       return;
   }
 }
