@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import { clientResponseHeaders, upstreamRequestHeaders, type ClientInfo } from "./headers.ts";
+import { clientResponseHeaders, toUpstreamHeaders, type ClientInfo } from "./headers.ts";
 import { gateError, sendFixed, type FixedResponse } from "./responses.ts";
 import { isForwardable, upstreamUrl, type RequestTarget } from "./target.ts";
 
@@ -19,13 +19,19 @@ export interface ProxyOptions {
 export interface ForwardRequest {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
-  /** The client's headers, repeated ones joined with ", ". */
+  /** The client's headers, repeated ones joined with ", ". Forwarding changes them in place. */
   readonly headers: Headers;
   readonly target: RequestTarget;
   readonly client: ClientInfo;
   /** Called once the response head is sent or the request has failed. */
   readonly onResponseStart: () => void;
 }
+
+/**
+ * Largest response body of declared length that is read whole and sent with one write.
+ * Larger bodies stream with backpressure; both keep Content-Length.
+ */
+const SMALL_BODY_BYTES = 64 * 1024;
 
 /** Statuses whose responses never have a body (RFC 9110 sections 15.3.5 and 15.4.5). */
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
@@ -119,15 +125,16 @@ export function createForwarder(options: ProxyOptions): Forwarder {
     };
     res.on("close", onClientClose);
 
-    const headers = upstreamRequestHeaders(incoming, client);
     const declaredLength = declaredBodyLength(incoming);
+    const hasBody = (declaredLength !== null && declaredLength > 0) || incoming.has("transfer-encoding");
+    // The client's headers are not needed after this, so they become the upstream ones.
+    const headers = toUpstreamHeaders(incoming, client);
     if (declaredLength !== null) {
       headers.set("content-length", String(declaredLength));
       // NOTE: bytes in are counted from Content-Length, so chunked request bodies are not
       // counted; counting them would add work to every streamed upload.
       metrics.countBytes("in", declaredLength);
     }
-    const hasBody = (declaredLength !== null && declaredLength > 0) || incoming.has("transfer-encoding");
     const body = hasBody && method !== "GET" && method !== "HEAD" ? requestBody(req, controller) : undefined;
 
     let upstream: Response;
@@ -152,13 +159,15 @@ export function createForwarder(options: ProxyOptions): Forwarder {
     }
     clearTimeout(timer);
 
-    res.writeHead(upstream.status, upstream.statusText || undefined, clientResponseHeaders(upstream.headers));
-    onResponseStart();
-    if (method === "HEAD" || NULL_BODY_STATUSES.has(upstream.status) || upstream.body === null) {
-      res.end();
+    const hasNoBody = method === "HEAD" || NULL_BODY_STATUSES.has(upstream.status) || upstream.body === null;
+    const length = Number(upstream.headers.get("content-length") ?? Number.NaN);
+    if (hasNoBody || length <= SMALL_BODY_BYTES) {
+      await sendWhole(request, upstream, hasNoBody, method);
       res.off("close", onClientClose);
       return;
     }
+    res.writeHead(upstream.status, upstream.statusText || undefined, clientResponseHeaders(upstream.headers));
+    onResponseStart();
     try {
       for await (const chunk of upstream.body as unknown as AsyncIterable<Uint8Array>) {
         metrics.countBytes("out", chunk.byteLength);
@@ -184,6 +193,30 @@ export function createForwarder(options: ProxyOptions): Forwarder {
       res.off("close", onClientClose);
     }
   };
+
+  /**
+   * Sends a response without a body, or with a small body read whole first: one write
+   * costs less than streaming, and a body cut off by Mattermost still becomes a 502.
+   */
+  async function sendWhole(request: ForwardRequest, upstream: Response, hasNoBody: boolean, method: string): Promise<void> {
+    const { res, target, onResponseStart } = request;
+    let body: Buffer | undefined;
+    if (!hasNoBody) {
+      try {
+        body = Buffer.from(await upstream.arrayBuffer());
+      } catch (error) {
+        onResponseStart();
+        metrics.countUpstreamError("cut-off");
+        logger.error({ method, path: target.path, error: (error as Error).name }, "upstream response body failed");
+        if (!res.destroyed) sendFixed(res, gateError(502, "Bad Gateway: Mattermost's response was cut off", method));
+        return;
+      }
+      metrics.countBytes("out", body.byteLength);
+    }
+    res.writeHead(upstream.status, upstream.statusText || undefined, clientResponseHeaders(upstream.headers));
+    onResponseStart();
+    res.end(body);
+  }
 
   /** Turns a failed fetch() into the client's response, with a log line and a metric. */
   function upstreamFailure(error: unknown, signal: AbortSignal, method: string, target: RequestTarget): FixedResponse {

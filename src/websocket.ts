@@ -10,7 +10,7 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import { upstreamRequestHeaders, type ClientInfo } from "./headers.ts";
+import { toUpstreamHeaders, type ClientInfo } from "./headers.ts";
 import { gateError, writeFixedToSocket } from "./responses.ts";
 import { targetString, type RequestTarget } from "./target.ts";
 
@@ -56,9 +56,9 @@ export function isValidHandshake(method: string, headers: Headers): boolean {
 
 /** Builds the handshake request sent to Mattermost. */
 function upstreamHandshake(target: RequestTarget, incoming: Headers, client: ClientInfo): string {
-  // upstreamRequestHeaders drops Connection and Upgrade with the other hop-by-hop
-  // headers; a WebSocket handshake needs exactly these two back.
-  const headers = upstreamRequestHeaders(incoming, client);
+  // toUpstreamHeaders drops Connection and Upgrade with the other hop-by-hop headers,
+  // and a WebSocket handshake needs exactly these two back.
+  const headers = toUpstreamHeaders(incoming, client);
   headers.set("connection", "Upgrade");
   headers.set("upgrade", "websocket");
   const lines = [`GET ${targetString(target)} HTTP/1.1`];
