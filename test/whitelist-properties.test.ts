@@ -276,6 +276,24 @@ describe("forwarded target", () => {
     );
   });
 
+  test("isForwardable agrees with a full URL parse", () => {
+    fc.assert(
+      fc.property(anyTarget, (probe) => {
+        const parsed = parseRequestTarget(probe.target);
+        if (!parsed.ok) return;
+        const path = parsed.target.path;
+        let unchanged: boolean;
+        try {
+          unchanged = new URL(`http://gate.invalid${path}`).pathname === path && !path.startsWith("//");
+        } catch {
+          unchanged = false;
+        }
+        expect(isForwardable(parsed.target)).toBe(unchanged);
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
   const otherForms = ["*", "mm.test:443", "example.test/x", "ftp://h/x", "", "HTTP:/x"];
   for (const raw of otherForms) {
     test(`target ${JSON.stringify(raw)} is malformed`, () => {
