@@ -6,8 +6,8 @@ import { helpText, parseCommandLine, UsageError, type ParsedCommandLine } from "
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createGate } from "./gate.ts";
 import { startAdminServer, type AdminServer } from "./admin.ts";
-import { createLogger } from "./log.ts";
-import { createMetrics } from "./metrics.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
 import { startGate, type RunningGate } from "./server.ts";
 import { isForwardable, parseRequestTarget } from "./target.ts";
 
@@ -42,8 +42,8 @@ async function serve(commandLine: ParsedCommandLine): Promise<void> {
   const metrics = createMetrics();
   metrics.addSecretLabels(config.secrets.map((secret) => secret.label));
   let current = config;
-  let running: RunningGate;
-  let admin: AdminServer | null;
+  let admin: AdminServer | null = null;
+  let starting: Promise<RunningGate>;
   try {
     admin =
       config.adminListen === null
@@ -55,16 +55,40 @@ async function serve(commandLine: ParsedCommandLine): Promise<void> {
             upstreamOrigin: () => current.upstreamOrigin,
             logger,
           });
-    running = await startGate(config, logger, metrics);
+    starting = startGate(config, logger, metrics);
   } catch (error) {
-    // Binding failures: address in use, an unknown host name, a key that does not match
-    // the certificate. The messages name the cause but never a secret.
-    const reason = listenFailure(error);
-    logger.error({ error: reason }, "gate failed to start");
-    console.error(`preauth-gate: cannot start: ${reason}`);
-    process.exit(1);
+    failToStart(error, logger);
   }
+  // The signal handlers go in before the listener is up, so that a signal that arrives
+  // during start-up is handled too. Each handler waits for the start to finish.
+  installSignalHandlers(commandLine, logger, metrics, starting, admin, () => current, (next) => (current = next));
+  try {
+    await starting;
+  } catch (error) {
+    failToStart(error, logger);
+  }
+}
 
+/** Logs why the gate could not start and exits with status 1. */
+function failToStart(error: unknown, logger: Logger): never {
+  // Binding failures: address in use, an unknown host name, a key that does not match
+  // the certificate. The messages name the cause but never a secret.
+  const reason = listenFailure(error);
+  logger.error({ error: reason }, "gate failed to start");
+  console.error(`preauth-gate: cannot start: ${reason}`);
+  process.exit(1);
+}
+
+/** Installs the SIGHUP reload and the SIGTERM and SIGINT shutdown. */
+function installSignalHandlers(
+  commandLine: ParsedCommandLine,
+  logger: Logger,
+  metrics: Metrics,
+  starting: Promise<RunningGate>,
+  admin: AdminServer | null,
+  currentConfig: () => Config,
+  setCurrentConfig: (config: Config) => void,
+): void {
   process.on("SIGHUP", async () => {
     let next: Config;
     try {
@@ -75,16 +99,17 @@ async function serve(commandLine: ParsedCommandLine): Promise<void> {
       return;
     }
     try {
+      const running = await starting;
       await running.reload(next);
     } catch (error) {
       logger.error({ problems: [(error as Error).message] }, "reload rejected, the running configuration stays");
       return;
     }
-    const adminBefore = JSON.stringify(current.adminListen);
+    const adminBefore = JSON.stringify(currentConfig().adminListen);
     if (JSON.stringify(next.adminListen) !== adminBefore) {
       logger.warn({ admin_listen: adminBefore }, "admin listener changes take effect after a restart");
     }
-    current = next;
+    setCurrentConfig(next);
     metrics.addSecretLabels(next.secrets.map((secret) => secret.label));
     if (next.logLevel !== logger.level) logger.level = next.logLevel;
   });
@@ -93,8 +118,9 @@ async function serve(commandLine: ParsedCommandLine): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal, grace_seconds: current.shutdownGraceMs / 1000 }, "gate stopping");
-    Promise.all([running.shutdown(), admin?.stop()]).then(() => {
+    logger.info({ signal, grace_seconds: currentConfig().shutdownGraceMs / 1000 }, "gate stopping");
+    const stopped = starting.then((running) => Promise.all([running.shutdown(), admin?.stop()]));
+    stopped.then(() => {
       logger.info({}, "gate stopped");
       process.exit(0);
     });

@@ -124,6 +124,28 @@ describe("node:http streamed response bodies", () => {
   });
 });
 
+describe("node:http keep-alive", () => {
+  test("keepAliveTimeout closes an idle connection", async () => {
+    // server.ts sets keepAliveTimeout from --idle-timeout.
+    const { server, port } = await startNodeServer((req, res) => res.end("ok"));
+    server.keepAliveTimeout = 500;
+    try {
+      const started = performance.now();
+      const closedAfter = await new Promise<number>((resolve, reject) => {
+        const socket = connect(port, "127.0.0.1", () => socket.write("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+        socket.on("data", () => {});
+        socket.on("close", () => resolve(performance.now() - started));
+        socket.on("error", reject);
+        setTimeout(() => socket.destroy(), 5_000);
+      });
+      expect(closedAfter).toBeGreaterThan(400);
+      expect(closedAfter).toBeLessThan(3_000);
+    } finally {
+      server.close();
+    }
+  });
+});
+
 describe("node:http Expect: 100-continue", () => {
   test("checkContinue handler decides whether 100 Continue is sent", async () => {
     // server.ts sends 100 Continue only after the gate let the request through.
