@@ -123,12 +123,13 @@ export function tunnelWebSocket(
     const opened: Tunnel = { client: socket, upstream, upgraded: false };
     tunnel = opened;
     tunnels.add(opened);
-    metrics.websocketOpened();
     upstream.write(upstreamHandshake(target, incoming, client));
     if (head.length > 0) upstream.write(head);
 
+    // Only a handshake that Mattermost accepted counts as an open WebSocket.
     upstream.once("data", (chunk: Buffer) => {
       opened.upgraded = chunk.subarray(0, 13).toString("latin1") === "HTTP/1.1 101 ";
+      if (opened.upgraded) metrics.websocketOpened();
     });
     upstream.on("data", (chunk: Buffer) => metrics.countBytes("out", chunk.byteLength));
     socket.on("data", (chunk: Buffer) => metrics.countBytes("in", chunk.byteLength));
@@ -142,7 +143,7 @@ export function tunnelWebSocket(
       if (closed) return;
       closed = true;
       tunnels.delete(opened);
-      metrics.websocketClosed();
+      if (opened.upgraded) metrics.websocketClosed();
     };
     // Either side closing ends the other once what was read from it is written, and
     // destroys it if it has not closed a few seconds later.
