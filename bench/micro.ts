@@ -12,7 +12,7 @@
 import { Bench } from "tinybench";
 import { createGate } from "../src/gate.ts";
 import { createSecretChecker, type SecretEntry } from "../src/secrets.ts";
-import { parseRequestUrl } from "../src/target.ts";
+import { isForwardable, parseRequestTarget } from "../src/target.ts";
 import { compileWhitelist, SSO_GROUPS } from "../src/whitelist.ts";
 import { whitelistedBy } from "../test/support/reference-model.ts";
 import { mixPaths } from "./path-mix.ts";
@@ -160,18 +160,19 @@ export const MICRO_CASES: readonly MicroCase[] = [
   {
     name: "decision: parse URL and decide",
     group: "decision",
-    description: "parseRequestUrl(request.url) then decide, with the secret: all the gate's own work before forwarding",
+    description: "parseRequestTarget(req.url), decide with the secret, then isForwardable: all the gate's own work before forwarding",
     prepare: () => {
       const gate = createGate({ secrets: SECRET_ENTRIES, ...ALL_GROUPS, websocketExempt: false });
       const presented = freshCopy(SECRET);
-      const urls = mixPaths().map((path) => `http://127.0.0.1:8066${path}?page=0&per_page=60`);
+      const urls = mixPaths().map((path) => `${path}?page=0&per_page=60`);
       return {
         callsPerIteration: urls.length,
         iteration() {
           let hits = 0;
           for (const url of urls) {
-            const parsed = parseRequestUrl(url);
-            if (parsed.ok && gate.decide(parsed.target.path, presented, false).outcome !== "rejected") hits++;
+            const parsed = parseRequestTarget(url);
+            if (!parsed.ok || gate.decide(parsed.target.path, presented, false).outcome === "rejected") continue;
+            if (isForwardable(parsed.target)) hits++;
           }
           return hits;
         },

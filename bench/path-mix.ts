@@ -2,7 +2,7 @@
 // imitates the traffic of Mattermost's desktop and mobile apps: mostly API calls that need
 // the secret, a good share of /static/ assets, and a few configuration and single sign-on
 // calls. It is an estimate, not a recorded trace. Weights say how often a target repeats.
-import { parseRequestUrl } from "../src/target.ts";
+import { parseRequestTarget } from "../src/target.ts";
 
 const ID = "k3m9qz7xw1fbtrp8ds5yhn4cja"; // Mattermost ids are 26 lower-case letters and digits.
 const TEAM = "ab1cd2ef3gh4ij5kl6mn7op8qr";
@@ -47,7 +47,7 @@ export const PATH_MIX: readonly MixEntry[] = [
 export function mixPaths(): string[] {
   const paths: string[] = [];
   for (const entry of PATH_MIX) {
-    const parsed = parseRequestUrl(`http://gate.invalid${entry.target}`);
+    const parsed = parseRequestTarget(entry.target);
     if (!parsed.ok) throw new Error(`path mix: ${entry.target} is not a valid request target`);
     for (let copy = 0; copy < entry.weight; copy++) paths.push(parsed.target.path);
   }

@@ -47,30 +47,57 @@ export interface ClientInfo {
 }
 
 /**
- * Builds the headers sent upstream: the client's headers without the secret and the
- * hop-by-hop headers, with Host and Origin unchanged and the forwarding headers set.
+ * Turns the client's headers into the headers sent upstream, in place: removes the secret
+ * and the hop-by-hop headers, keeps Host and Origin unchanged and sets the forwarding
+ * headers. Changing them in place saves a copy per request.
  */
-export function upstreamRequestHeaders(incoming: Headers, client: ClientInfo): Headers {
-  const headers = new Headers(incoming);
+export function toUpstreamHeaders(headers: Headers, client: ClientInfo): Headers {
+  const forwardedFor = client.trusted ? headers.get("x-forwarded-for") : null;
   removeHopByHop(headers);
   headers.delete(SECRET_HEADER);
-  setForwardingHeaders(headers, incoming, client);
+  setForwardingHeaders(headers, forwardedFor, client);
   return headers;
 }
 
-export function setForwardingHeaders(headers: Headers, incoming: Headers, client: ClientInfo): void {
+/** Sets the forwarding headers; `forwardedFor` is a trusted peer's X-Forwarded-For, or null. */
+export function setForwardingHeaders(headers: Headers, forwardedFor: string | null, client: ClientInfo): void {
   if (!client.trusted) {
     for (const name of FORWARDING_HEADERS) headers.delete(name);
   }
-  const forwardedFor = client.trusted ? incoming.get("x-forwarded-for") : null;
   headers.set("x-forwarded-for", forwardedFor ? `${forwardedFor}, ${client.address}` : client.address);
   if (!headers.has("x-real-ip")) headers.set("x-real-ip", client.address);
   if (!headers.has("x-forwarded-proto")) headers.set("x-forwarded-proto", client.protocol);
 }
 
-/** Copies an upstream response's headers for the client, without hop-by-hop headers. */
-export function clientResponseHeaders(upstream: Headers): Headers {
-  const headers = new Headers(upstream);
-  removeHopByHop(headers);
+/**
+ * Builds a Headers object from node:http's `rawHeaders`. Repeated headers are joined
+ * with ", " as Headers.append does, so a repeated secret or Content-Length stays
+ * visible whatever `req.headers` does with repeats.
+ */
+export function headersFromRaw(rawHeaders: readonly string[]): Headers {
+  const headers = new Headers();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) headers.append(rawHeaders[i]!, rawHeaders[i + 1]!);
   return headers;
+}
+
+/** Response headers not copied one by one: hop-by-hop ones, and Set-Cookie, added apart. */
+const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, "set-cookie"]);
+
+/**
+ * Lists an upstream response's headers for `writeHead`, without hop-by-hop headers.
+ * Every Set-Cookie stays a separate line; Content-Length stays as Mattermost sent it.
+ */
+export function clientResponseHeaders(upstream: Headers): string[] {
+  let dropped = DROPPED_RESPONSE_HEADERS;
+  const connection = upstream.get("connection");
+  if (connection !== null) {
+    const named = connection.split(",").map((token) => token.trim().toLowerCase());
+    dropped = new Set([...DROPPED_RESPONSE_HEADERS, ...named]);
+  }
+  const list: string[] = [];
+  upstream.forEach((value, name) => {
+    if (!dropped.has(name)) list.push(name, value);
+  });
+  for (const cookie of upstream.getSetCookie()) list.push("set-cookie", cookie);
+  return list;
 }

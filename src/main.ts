@@ -6,10 +6,10 @@ import { helpText, parseCommandLine, UsageError, type ParsedCommandLine } from "
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createGate } from "./gate.ts";
 import { startAdminServer, type AdminServer } from "./admin.ts";
-import { createLogger } from "./log.ts";
-import { createMetrics } from "./metrics.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { createMetrics, type Metrics } from "./metrics.ts";
 import { startGate, type RunningGate } from "./server.ts";
-import { isForwardable, parseRequestUrl } from "./target.ts";
+import { isForwardable, parseRequestTarget } from "./target.ts";
 
 const VERSION: string = packageJson.version;
 
@@ -36,14 +36,14 @@ function listenFailure(error: unknown): string {
   return code === undefined ? message : `${code}: ${message}`;
 }
 
-function serve(commandLine: ParsedCommandLine): void {
+async function serve(commandLine: ParsedCommandLine): Promise<void> {
   const config = loadOrExit(commandLine);
   const logger = createLogger(config.logLevel);
   const metrics = createMetrics();
   metrics.addSecretLabels(config.secrets.map((secret) => secret.label));
   let current = config;
-  let running: RunningGate;
-  let admin: AdminServer | null;
+  let admin: AdminServer | null = null;
+  let starting: Promise<RunningGate>;
   try {
     admin =
       config.adminListen === null
@@ -55,17 +55,41 @@ function serve(commandLine: ParsedCommandLine): void {
             upstreamOrigin: () => current.upstreamOrigin,
             logger,
           });
-    running = startGate(config, logger, metrics);
+    starting = startGate(config, logger, metrics);
   } catch (error) {
-    // Binding failures: address in use, an unknown host name, a key that does not match
-    // the certificate. Bun's messages name the cause but never a secret.
-    const reason = listenFailure(error);
-    logger.error({ error: reason }, "gate failed to start");
-    console.error(`preauth-gate: cannot start: ${reason}`);
-    process.exit(1);
+    failToStart(error, logger);
   }
+  // The signal handlers go in before the listener is up, so that a signal that arrives
+  // during start-up is handled too. Each handler waits for the start to finish.
+  installSignalHandlers(commandLine, logger, metrics, starting, admin, () => current, (next) => (current = next));
+  try {
+    await starting;
+  } catch (error) {
+    failToStart(error, logger);
+  }
+}
 
-  process.on("SIGHUP", () => {
+/** Logs why the gate could not start and exits with status 1. */
+function failToStart(error: unknown, logger: Logger): never {
+  // Binding failures: address in use, an unknown host name, a key that does not match
+  // the certificate. The messages name the cause but never a secret.
+  const reason = listenFailure(error);
+  logger.error({ error: reason }, "gate failed to start");
+  console.error(`preauth-gate: cannot start: ${reason}`);
+  process.exit(1);
+}
+
+/** Installs the SIGHUP reload and the SIGTERM and SIGINT shutdown. */
+function installSignalHandlers(
+  commandLine: ParsedCommandLine,
+  logger: Logger,
+  metrics: Metrics,
+  starting: Promise<RunningGate>,
+  admin: AdminServer | null,
+  currentConfig: () => Config,
+  setCurrentConfig: (config: Config) => void,
+): void {
+  process.on("SIGHUP", async () => {
     let next: Config;
     try {
       next = loadConfig({ flags: commandLine.flags, env: process.env });
@@ -75,16 +99,17 @@ function serve(commandLine: ParsedCommandLine): void {
       return;
     }
     try {
-      running.reload(next);
+      const running = await starting;
+      await running.reload(next);
     } catch (error) {
       logger.error({ problems: [(error as Error).message] }, "reload rejected, the running configuration stays");
       return;
     }
-    const adminBefore = JSON.stringify(current.adminListen);
+    const adminBefore = JSON.stringify(currentConfig().adminListen);
     if (JSON.stringify(next.adminListen) !== adminBefore) {
       logger.warn({ admin_listen: adminBefore }, "admin listener changes take effect after a restart");
     }
-    current = next;
+    setCurrentConfig(next);
     metrics.addSecretLabels(next.secrets.map((secret) => secret.label));
     if (next.logLevel !== logger.level) logger.level = next.logLevel;
   });
@@ -93,8 +118,9 @@ function serve(commandLine: ParsedCommandLine): void {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal, grace_seconds: current.shutdownGraceMs / 1000 }, "gate stopping");
-    Promise.all([running.shutdown(), admin?.stop()]).then(() => {
+    logger.info({ signal, grace_seconds: currentConfig().shutdownGraceMs / 1000 }, "gate stopping");
+    const stopped = starting.then((running) => Promise.all([running.shutdown(), admin?.stop()]));
+    stopped.then(() => {
       logger.info({}, "gate stopped");
       process.exit(0);
     });
@@ -122,18 +148,7 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
   const requestTarget = commandLine.positionals[0];
   if (requestTarget === undefined) throw new UsageError("explain needs a request target, for example /api/v4/users/me");
   const gate = createGate(config);
-  // Bun's server builds request.url as "http://" + Host + target and parses that, so a
-  // target starting with "//" keeps it in the path instead of naming a host.
-  let url: string;
-  try {
-    url = requestTarget.startsWith("/")
-      ? new URL(`http://gate.invalid${requestTarget}`).href
-      : `http://gate.invalid${pathAndQuery(new URL(requestTarget))}`;
-  } catch {
-    console.log(`target ${JSON.stringify(requestTarget)}: invalid; the gate answers 400`);
-    return;
-  }
-  const parsed = parseRequestUrl(url);
+  const parsed = parseRequestTarget(requestTarget);
   if (!parsed.ok) {
     console.log(`target ${JSON.stringify(requestTarget)}: ${parsed.problem}; the gate answers 400`);
     return;
@@ -145,18 +160,13 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
   if (decision.outcome === "whitelisted") {
     const rule = gate.whitelist.rules.find((candidate) => candidate.name === decision.rule);
     console.log(`outcome: forwarded without the secret, by rule ${decision.rule} (${rule?.nginx ?? ""})`);
-  } else if (decision.outcome === "allowed" && !isForwardable(parsed.target.path)) {
-    console.log(`outcome: 400, because Bun's fetch() would send a path starting with // as /`);
+  } else if (decision.outcome === "allowed" && !isForwardable(parsed.target)) {
+    console.log(`outcome: 400, because fetch() would not send the target as it is (not in canonical form)`);
   } else if (decision.outcome === "allowed") {
     console.log(`outcome: forwarded, secret "${decision.label}" accepted`);
   } else {
     console.log(`outcome: rejected with 403 x-reject-reason: pre-auth (secret ${decision.reason})`);
   }
-}
-
-/** The path and query of an absolute-form target, which is all the gate keeps of it. */
-function pathAndQuery(url: URL): string {
-  return `${url.pathname}${url.search}`;
 }
 
 function main(argv: readonly string[]): void {
@@ -191,7 +201,7 @@ function main(argv: readonly string[]): void {
       }
       return;
     case "serve":
-      serve(commandLine);
+      void serve(commandLine);
       return;
   }
 }

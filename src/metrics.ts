@@ -18,7 +18,7 @@ export interface Metrics {
   observeLatency(seconds: number): void;
   websocketOpened(): void;
   websocketClosed(): void;
-  /** Body and WebSocket message bytes: "in" from clients, "out" to clients. */
+  /** Body bytes and WebSocket bytes (frame headers and handshake included): "in" from clients, "out" to clients. */
   countBytes(direction: "in" | "out", bytes: number): void;
   /** Prometheus text exposition. */
   render(): Promise<string>;
@@ -145,7 +145,7 @@ export function createMetrics(): Metrics {
   addCounter(register, "upstream_errors_total", ["kind"], "Failed upstream requests: unreachable, timeout or cut-off body.", () =>
     UPSTREAM_ERROR_KINDS.map((kind): CounterSample => [{ kind }, upstreamErrors[kind]]),
   );
-  addCounter(register, "bytes_total", ["direction"], "Body and WebSocket message bytes: in from clients, out to clients.", () => [
+  addCounter(register, "bytes_total", ["direction"], "Body bytes and WebSocket bytes, frame headers included: in from clients, out to clients.", () => [
     [{ direction: "in" }, bytes.in],
     [{ direction: "out" }, bytes.out],
   ]);

@@ -1,14 +1,14 @@
 // The request target as the gate sees it, and the upstream URL built from it.
 //
-// Bun's HTTP server hands the gate `request.url` already parsed by the WHATWG URL
-// parser: "." and ".." segments (also spelled %2e) are resolved, "\" becomes "/", and an
-// absolute-form target keeps only its path and query. The gate matches that path and
-// forwards that same path, so Mattermost receives exactly the path that was classified.
-// test/bun-behaviour.test.ts pins this behaviour of Bun.
+// node:http hands the gate the raw request target as `req.url`, exactly as the client
+// wrote it: dot segments, "\" and percent-escapes are all still there. The gate matches
+// that raw path, and forwards a request only when fetch() would send the same path and
+// query, so Mattermost receives exactly what was classified.
+// test/bun-behaviour.test.ts pins the behaviour of Bun that this relies on.
 
 /** A request target split into the path the gate matches and the query it forwards. */
 export interface RequestTarget {
-  /** The path exactly as it will be sent upstream, still percent-encoded. */
+  /** The path exactly as the client sent it and as it is sent upstream, still percent-encoded. */
   readonly path: string;
   /** Everything after the first "?", without the "?"; null when there is none. */
   readonly query: string | null;
@@ -20,30 +20,67 @@ export type ParsedTarget =
   | { readonly ok: true; readonly target: RequestTarget }
   | { readonly ok: false; readonly problem: TargetProblem };
 
-/** Splits the absolute URL that Bun reports for a request into path and query. */
-export function parseRequestUrl(url: string): ParsedTarget {
-  const schemeEnd = url.indexOf("://");
-  const pathStart = schemeEnd < 0 ? -1 : url.indexOf("/", schemeEnd + 3);
-  if (pathStart < 0) return { ok: false, problem: "malformed" };
+/** Matches the scheme and authority of an absolute-form target (RFC 9112 section 3.2.2). */
+const ABSOLUTE_FORM_PREFIX = /^https?:\/\/[^/?]*/i;
+
+/**
+ * Parses a raw request target. Origin-form (`/path?query`) is kept as it is; absolute-form
+ * (`http://host/path?query`) keeps only its path and query, because the gate always
+ * connects to the configured upstream. Every other form (`*`, authority-form) is malformed.
+ */
+export function parseRequestTarget(raw: string): ParsedTarget {
   // A raw "#" is not allowed in a request target (RFC 9112 section 3.2), and fetch()
   // would drop everything after it, so the gate would forward less than it matched.
-  if (url.includes("#", pathStart)) return { ok: false, problem: "fragment" };
-
-  const queryStart = url.indexOf("?", pathStart);
-  const path = queryStart < 0 ? url.slice(pathStart) : url.slice(pathStart, queryStart);
-  const query = queryStart < 0 ? null : url.slice(queryStart + 1);
+  if (raw.includes("#")) return { ok: false, problem: "fragment" };
+  let pathAndQuery: string;
+  if (raw.startsWith("/")) {
+    pathAndQuery = raw;
+  } else {
+    const prefix = ABSOLUTE_FORM_PREFIX.exec(raw);
+    if (prefix === null) return { ok: false, problem: "malformed" };
+    const rest = raw.slice(prefix[0].length);
+    // An empty path in absolute-form stands for "/" (RFC 9112 section 3.2.2).
+    pathAndQuery = rest.startsWith("/") ? rest : `/${rest}`;
+  }
+  const queryStart = pathAndQuery.indexOf("?");
+  const path = queryStart < 0 ? pathAndQuery : pathAndQuery.slice(0, queryStart);
+  const query = queryStart < 0 ? null : pathAndQuery.slice(queryStart + 1);
   return { ok: true, target: { path, query } };
 }
 
+/** Returns the path and query as one origin-form target. */
+export function targetString(target: RequestTarget): string {
+  return target.query === null ? target.path : `${target.path}?${target.query}`;
+}
+
 /**
- * Reports whether fetch() sends `path` unchanged. Bun's fetch() sends a path that starts
- * with "//" as "/", so such a path cannot be forwarded as it was matched.
+ * Characters that URL parsing leaves as they are in a path. A path of only these, with no
+ * segment that starts like a dot segment, skips the full parse, which costs far more.
  */
-export function isForwardable(path: string): boolean {
-  return !path.startsWith("//");
+const PLAIN_PATH = /^[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$/;
+const DOT_SEGMENT_START = /\/(?:\.|%2e)/i;
+
+/**
+ * Reports whether fetch() sends the path unchanged. fetch() parses the URL again: it
+ * resolves dot segments, turns "\\" into "/", percent-encodes characters such as `"`, `{`,
+ * `^` and backtick, and (in Bun) sends a path starting with "//" as "/". A path that any
+ * of this would change cannot be forwarded as it was matched.
+ *
+ * The query only ever gets percent-encoded (`'`, `"`, `<`, `>` and non-ASCII characters),
+ * which leaves its decoded value unchanged, and it never takes part in matching, so it
+ * is not checked.
+ */
+export function isForwardable(target: RequestTarget): boolean {
+  if (target.path.startsWith("//")) return false;
+  if (PLAIN_PATH.test(target.path) && !DOT_SEGMENT_START.test(target.path)) return true;
+  try {
+    return new URL(`http://gate.invalid${target.path}`).pathname === target.path;
+  } catch {
+    return false;
+  }
 }
 
 /** Builds the upstream URL: the configured origin, the matched path and the original query. */
 export function upstreamUrl(origin: string, target: RequestTarget): string {
-  return target.query === null ? origin + target.path : `${origin}${target.path}?${target.query}`;
+  return origin + targetString(target);
 }

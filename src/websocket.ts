@@ -1,175 +1,190 @@
-// WebSocket bridging. The gate opens the upstream WebSocket first and accepts the
-// client's upgrade only once Mattermost has accepted it, so the client sees the
-// subprotocol Mattermost chose and a refused upgrade stays refused.
-import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
+// WebSocket tunnelling. The gate checks the client's handshake, then opens a TCP (or TLS)
+// connection to Mattermost, writes the handshake with the secret and the other hop-by-hop
+// headers removed, and copies bytes both ways. Mattermost answers the handshake itself,
+// so its status (101, or a refusal such as 403), the subprotocol it chose and every close
+// code reach the client unchanged, and each direction has real backpressure.
+import { connect as connectTcp, type Socket } from "node:net";
+import { connect as connectTls } from "node:tls";
+import { randomBytes } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import { upstreamRequestHeaders, type ClientInfo } from "./headers.ts";
-import { gateError } from "./responses.ts";
-import { upstreamUrl, type RequestTarget } from "./target.ts";
-
-/** Per-connection state stored on the client-side socket. */
-export interface BridgeData {
-  readonly upstream: WebSocket;
-  readonly path: string;
-  /** Upstream messages that arrived before the client socket opened. */
-  pending: (string | Uint8Array)[] | null;
-  /** The client socket, once `open` has run. */
-  client: ServerWebSocket<BridgeData> | null;
-}
+import { toUpstreamHeaders, type ClientInfo } from "./headers.ts";
+import { gateError, writeFixedToSocket } from "./responses.ts";
+import { targetString, type RequestTarget } from "./target.ts";
 
 /** Per-configuration settings for new upgrades; a reload replaces them. */
 export interface UpgradeOptions {
   readonly upstreamOrigin: string;
   readonly connectTimeoutMs: number;
+  /** Idle time after which a tunnel is closed, in milliseconds. */
+  readonly idleTimeoutMs: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
 }
 
-/** Settings shared by every bridged connection for the life of the process. */
-export interface BridgeOptions {
-  /** Bytes queued towards the upstream after which the bridge closes with 1013. */
-  readonly backpressureLimit: number;
-  readonly logger: Logger;
-  readonly metrics: Metrics;
+/** Time a connection gets to finish writing after its peer closed, in milliseconds. */
+const CLOSE_LINGER_MS = 5_000;
+
+/** An open tunnel, as the shutdown needs it. */
+export interface Tunnel {
+  readonly client: Duplex;
+  readonly upstream: Socket;
+  /** True once Mattermost has accepted the handshake with 101. */
+  upgraded: boolean;
 }
 
-// Headers the WebSocket client writes itself; Sec-WebSocket-Protocol travels as `protocols`.
-const HANDSHAKE_HEADERS = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"];
+/** Every open tunnel, across reloads. */
+export type TunnelRegistry = Set<Tunnel>;
 
-/** Close codes an endpoint may send (RFC 6455 section 7.4); others become 1000. */
-function sendableCloseCode(code: number): number {
-  return code === 1000 || (code >= 1001 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
-    ? code
-    : 1000;
+export function isWebSocketUpgrade(headers: Headers): boolean {
+  return headers.get("upgrade")?.toLowerCase() === "websocket";
 }
 
 /** Checks the handshake fields of RFC 6455 section 4.2.1 that the gate relies on. */
-function isValidHandshake(request: Request): boolean {
-  const headers = request.headers;
+export function isValidHandshake(method: string, headers: Headers): boolean {
   const connection = (headers.get("connection") ?? "").toLowerCase().split(",").map((token) => token.trim());
   const key = headers.get("sec-websocket-key") ?? "";
   return (
-    request.method === "GET" &&
+    method === "GET" &&
     connection.includes("upgrade") &&
     headers.get("sec-websocket-version") === "13" &&
     /^[A-Za-z0-9+/]{22}==$/.test(key)
   );
 }
 
-export function isWebSocketUpgrade(request: Request): boolean {
-  return request.headers.get("upgrade")?.toLowerCase() === "websocket";
+/** Builds the handshake request sent to Mattermost. */
+function upstreamHandshake(target: RequestTarget, incoming: Headers, client: ClientInfo): string {
+  // toUpstreamHeaders drops Connection and Upgrade with the other hop-by-hop headers,
+  // and a WebSocket handshake needs exactly these two back.
+  const headers = toUpstreamHeaders(incoming, client);
+  headers.set("connection", "Upgrade");
+  headers.set("upgrade", "websocket");
+  const lines = [`GET ${targetString(target)} HTTP/1.1`];
+  headers.forEach((value, name) => lines.push(`${name}: ${value}`));
+  return `${lines.join("\r\n")}\r\n\r\n`;
 }
 
-function messageBytes(message: string | Uint8Array): number {
-  return typeof message === "string" ? Buffer.byteLength(message) : message.byteLength;
+/** A close frame with `code` and `reason`; frames from a client must be masked (RFC 6455 section 5.3). */
+export function closeFrame(code: number, reason: string, masked: boolean): Buffer {
+  const payload = Buffer.concat([Buffer.from([code >> 8, code & 0xff]), Buffer.from(reason)]);
+  // A control frame's payload is at most 125 bytes, so one length byte always fits.
+  const header = Buffer.from([0x88, (masked ? 0x80 : 0) | payload.length]);
+  if (!masked) return Buffer.concat([header, payload]);
+  const mask = randomBytes(4);
+  for (let i = 0; i < payload.length; i++) payload[i]! ^= mask[i % 4]!;
+  return Buffer.concat([header, mask, payload]);
 }
 
 /**
- * Connects to the upstream, then upgrades the client. Returns a response only when the
- * upgrade fails; Bun then sends that response instead of 101.
+ * Tunnels an upgrade that the gate has allowed. Sends 400 for an invalid handshake, before
+ * contacting Mattermost, and 502 when Mattermost cannot be reached.
  */
-export async function upgradeWebSocket(
-  request: Request,
-  server: Server<BridgeData>,
+export function tunnelWebSocket(
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  incoming: Headers,
   target: RequestTarget,
   client: ClientInfo,
   options: UpgradeOptions,
-): Promise<Response | undefined> {
-  const { connectTimeoutMs, logger, metrics } = options;
-  // Check the client's handshake before Mattermost is asked for anything.
-  if (!isValidHandshake(request)) {
-    return gateError(400, "Bad Request: invalid WebSocket handshake", request.method);
+  tunnels: TunnelRegistry,
+): void {
+  const { logger, metrics } = options;
+  const method = req.method ?? "GET";
+  if (!isValidHandshake(method, incoming)) {
+    writeFixedToSocket(socket, gateError(400, "Bad Request: invalid WebSocket handshake", method));
+    return;
   }
-  const headers = upstreamRequestHeaders(request.headers, client);
-  for (const name of HANDSHAKE_HEADERS) headers.delete(name);
-  const protocols = (request.headers.get("sec-websocket-protocol") ?? "")
-    .split(",")
-    .map((item) => item.trim())
-    .filter((item) => item !== "");
+  const origin = new URL(options.upstreamOrigin);
+  const secure = origin.protocol === "https:";
+  const port = Number(origin.port || (secure ? 443 : 80));
+  const host = origin.hostname.replace(/^\[(.*)\]$/, "$1");
+  const upstream = secure ? connectTls({ host, port, servername: host }) : connectTcp({ host, port });
+  const connectEvent = secure ? "secureConnect" : "connect";
 
-  const wsOrigin = options.upstreamOrigin.replace(/^http/, "ws");
-  const upstream = new WebSocket(upstreamUrl(wsOrigin, target), {
-    headers: Object.fromEntries(headers),
-    protocols,
-  } as unknown as string[]);
-  upstream.binaryType = "arraybuffer";
+  const connectTimer = setTimeout(() => upstream.destroy(new Error("connect timed out")), options.connectTimeoutMs);
+  upstream.once("error", (error) => {
+    if (tunnel !== null) return;
+    clearTimeout(connectTimer);
+    logger.warn({ path: target.path, error: (error as { code?: string }).code ?? error.name }, "upstream WebSocket connection failed");
+    if (!socket.destroyed) writeFixedToSocket(socket, gateError(502, "Bad Gateway: Mattermost is unreachable", method));
+  });
+  socket.on("error", () => upstream.destroy());
 
-  const opened = await new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), connectTimeoutMs);
-    upstream.addEventListener("open", () => (clearTimeout(timer), resolve(true)), { once: true });
-    upstream.addEventListener("close", () => (clearTimeout(timer), resolve(false)), { once: true });
-  });
-  if (!opened) {
-    upstream.close();
-    logger.warn({ path: target.path }, "upstream rejected the WebSocket upgrade");
-    return gateError(502, "Bad Gateway: Mattermost rejected the WebSocket upgrade", request.method);
-  }
+  let tunnel: Tunnel | null = null;
+  upstream.once(connectEvent, () => {
+    clearTimeout(connectTimer);
+    if (socket.destroyed) {
+      upstream.destroy();
+      return;
+    }
+    const opened: Tunnel = { client: socket, upstream, upgraded: false };
+    tunnel = opened;
+    tunnels.add(opened);
+    upstream.write(upstreamHandshake(target, incoming, client));
+    if (head.length > 0) upstream.write(head);
 
-  const data: BridgeData = { upstream, path: target.path, pending: [], client: null };
-  upstream.addEventListener("message", (event) => {
-    const message = typeof event.data === "string" ? event.data : new Uint8Array(event.data as ArrayBuffer);
-    metrics.countBytes("out", messageBytes(message));
-    if (data.client === null) data.pending?.push(message);
-    else data.client.send(message);
+    // Only a handshake that Mattermost accepted counts as an open WebSocket.
+    upstream.once("data", (chunk: Buffer) => {
+      opened.upgraded = chunk.subarray(0, 13).toString("latin1") === "HTTP/1.1 101 ";
+      if (opened.upgraded) metrics.websocketOpened();
+    });
+    upstream.on("data", (chunk: Buffer) => metrics.countBytes("out", chunk.byteLength));
+    socket.on("data", (chunk: Buffer) => metrics.countBytes("in", chunk.byteLength));
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+
+    // Mattermost pings every 60 s, so a tunnel idle for longer has lost its peer.
+    upstream.setTimeout(options.idleTimeoutMs, () => upstream.destroy());
+    let closed = false;
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      tunnels.delete(opened);
+      if (opened.upgraded) metrics.websocketClosed();
+    };
+    // Either side closing ends the other once what was read from it is written, and
+    // destroys it if it has not closed a few seconds later.
+    const closeOther = (other: Duplex) => () => {
+      close();
+      other.end();
+      setTimeout(() => other.destroy(), CLOSE_LINGER_MS).unref();
+    };
+    upstream.on("close", closeOther(socket));
+    socket.on("close", closeOther(upstream));
+    upstream.on("error", () => (close(), socket.destroy()));
+    socket.on("error", () => (close(), upstream.destroy()));
   });
-  const selected = upstream.protocol;
-  const accepted = server.upgrade(request, {
-    data,
-    headers: selected ? { "sec-websocket-protocol": selected } : undefined,
-  });
-  if (!accepted) {
-    upstream.close(1011);
-    return gateError(400, "Bad Request: invalid WebSocket upgrade", request.method);
-  }
-  return undefined;
 }
 
-/** The Bun.serve websocket handler that relays frames between client and upstream. */
-export function createWebSocketHandler(
-  options: BridgeOptions,
-): WebSocketHandler<BridgeData> & { readonly openSockets: ReadonlySet<ServerWebSocket<BridgeData>> } {
-  const { backpressureLimit, logger, metrics } = options;
-  const openSockets = new Set<ServerWebSocket<BridgeData>>();
+/**
+ * Closes every tunnel with code 1001 (going away): a close frame to the client, a masked
+ * close frame to Mattermost, then the end of both connections.
+ */
+export function closeTunnels(tunnels: TunnelRegistry, reason: string): void {
+  for (const tunnel of tunnels) {
+    const { client, upstream } = tunnel;
+    client.unpipe(upstream);
+    upstream.unpipe(client);
+    if (tunnel.upgraded) {
+      // NOTE: the gate does not parse frames, so if a frame is half-way through either
+      // connection, the close frame lands inside it and the peer sees a protocol error
+      // instead of 1001.
+      client.end(closeFrame(1001, reason, false));
+      upstream.end(closeFrame(1001, reason, true));
+    } else {
+      client.end();
+      upstream.end();
+    }
+  }
+}
 
-  return {
-    openSockets,
-    open(ws) {
-      metrics.websocketOpened();
-      openSockets.add(ws);
-      const data = ws.data;
-      data.client = ws;
-      const upstream = data.upstream;
-      upstream.addEventListener("close", (event) => {
-        ws.close(sendableCloseCode(event.code), event.reason);
-      });
-      if (upstream.readyState !== WebSocket.OPEN) {
-        ws.close(1011, "upstream closed");
-        return;
-      }
-      for (const message of data.pending ?? []) ws.send(message);
-      data.pending = null;
-    },
-    message(ws, message) {
-      const upstream = ws.data.upstream;
-      if (upstream.readyState !== WebSocket.OPEN) return;
-      metrics.countBytes("in", messageBytes(message));
-      upstream.send(message);
-      // Bun's server socket cannot pause reading, so a peer that cannot keep up is cut
-      // off with 1013 (try again later) instead of letting the queue grow without bound.
-      if (upstream.bufferedAmount > backpressureLimit) {
-        logger.warn({ path: ws.data.path, buffered_bytes: upstream.bufferedAmount }, "websocket backpressure limit reached");
-        upstream.close(1013, "backpressure");
-        ws.close(1013, "backpressure");
-      }
-    },
-    close(ws, code, reason) {
-      metrics.websocketClosed();
-      openSockets.delete(ws);
-      const upstream = ws.data.upstream;
-      if (upstream.readyState === WebSocket.OPEN || upstream.readyState === WebSocket.CONNECTING) {
-        upstream.close(sendableCloseCode(code), reason);
-      }
-    },
-  };
+/** Destroys every tunnel still open, for the end of the shutdown grace period. */
+export function destroyTunnels(tunnels: TunnelRegistry): void {
+  for (const tunnel of tunnels) {
+    tunnel.client.destroy();
+    tunnel.upstream.destroy();
+  }
 }

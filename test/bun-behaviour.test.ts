@@ -1,7 +1,9 @@
 // Pins the behaviour of Bun that the gate relies on, so that a Bun upgrade that changes
 // it fails here first. Each test names the gate code that depends on it.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createServer, connect, type Server as NetServer } from "node:net";
+import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import { createServer, connect, type AddressInfo, type Server as NetServer } from "node:net";
 import { gzipSync } from "node:zlib";
 
 /** Sends one raw HTTP/1.1 request and returns the whole raw response. */
@@ -16,85 +18,181 @@ function rawRequest(port: number, head: string): Promise<string> {
   });
 }
 
-describe("Bun.serve request.url", () => {
-  let server: ReturnType<typeof Bun.serve>;
-  beforeAll(() => {
-    server = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      fetch: (request) => new Response(request.url),
-    });
-  });
-  afterAll(() => server.stop(true));
+/** Starts a node:http server on a free loopback port. */
+async function startNodeServer(handler: RequestListener): Promise<{ server: HttpServer; port: number }> {
+  const server = createHttpServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, port: (server.address() as AddressInfo).port };
+}
 
-  const cases: [string, string][] = [
-    // target.ts relies on these: dot segments and "\" never reach the gate's matcher.
-    ["/static/../api/v4/users/me", "/api/v4/users/me"],
-    ["/static/%2e%2e/api/v4/users/me", "/api/v4/users/me"],
-    ["/static/.%2E/api", "/api"],
-    ["/static/./app.js", "/static/app.js"],
-    ["/static\\..\\api/v4/users/me", "/api/v4/users/me"],
-    // These stay as they are, so the whitelist must reject them itself.
-    ["/static/..%2fapi/v4/users/me", "/static/..%2fapi/v4/users/me"],
-    ["//api/v4/users/me", "//api/v4/users/me"],
-    ["/static/a%00b", "/static/a%00b"],
-    ["/static/a;b", "/static/a;b"],
-    ["/static/a%5cb", "/static/a%5cb"],
-    // A raw "#" is kept in request.url, which is why parseRequestUrl rejects it.
-    ["/api/v4/config/client#x", "/api/v4/config/client#x"],
-    ["/a?x=/static/", "/a?x=/static/"],
+describe("node:http req.url", () => {
+  let server: HttpServer;
+  let port = 0;
+  beforeAll(async () => {
+    ({ server, port } = await startNodeServer((req, res) => res.end(req.url)));
+  });
+  afterAll(() => server.close());
+
+  // target.ts relies on getting the raw target: the gate matches exactly what was sent.
+  const targets = [
+    "/static/../api/v4/users/me",
+    "/static/%2e%2e/api/v4/users/me",
+    "/static/./app.js",
+    "/static\\..\\api/v4/users/me",
+    "/static//../x",
+    "//api/v4/users/me",
+    "/static/a%00b;c",
+    "/api/v4/config/client#x",
+    "/a?x=/static/&y='",
+    "http://elsewhere.test/api/v4/users/me?q",
   ];
-  for (const [target, expected] of cases) {
-    test(`request.url path of ${target}`, async () => {
-      const response = await rawRequest(server.port!, `GET ${target} HTTP/1.1\r\nHost: gate.test\r\nConnection: close\r\n\r\n`);
+  for (const target of targets) {
+    test(`req.url of ${target} is the raw target`, async () => {
+      const response = await rawRequest(port, `GET ${target} HTTP/1.1\r\nHost: gate.test\r\nConnection: close\r\n\r\n`);
       const body = response.slice(response.indexOf("\r\n\r\n") + 4);
-      expect(body).toBe(`http://gate.test${expected}`);
+      expect(body).toBe(target);
     });
   }
 
-  test("absolute-form target keeps only its path", async () => {
-    const response = await rawRequest(
-      server.port!,
-      "GET http://elsewhere.test/api/v4/users/me HTTP/1.1\r\nHost: gate.test\r\nConnection: close\r\n\r\n",
-    );
-    expect(response.endsWith("http://gate.test/api/v4/users/me")).toBe(true);
-  });
-
-  test("invalid Host header is refused before the handler", async () => {
-    const response = await rawRequest(server.port!, "GET /x HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n");
-    const body = response.slice(response.indexOf("\r\n\r\n") + 4);
-    // parseRequestUrl finds the path after "://host"; a "/" in the host would break that.
-    expect(body.startsWith("http://a/b")).toBe(false);
+  test("asterisk-form target is refused before the handler", async () => {
+    const response = await rawRequest(port, "OPTIONS * HTTP/1.1\r\nHost: gate.test\r\nConnection: close\r\n\r\n");
+    expect(response.startsWith("HTTP/1.1 400 Bad Request")).toBe(true);
   });
 });
 
-describe("Bun.serve headers", () => {
-  let server: ReturnType<typeof Bun.serve>;
-  beforeAll(() => {
-    server = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      fetch: (request) =>
-        new Response(String(request.headers.get("x-mattermost-preauth-secret")), {
-          headers: { "x-reject-reason": "pre-auth" },
-        }),
-    });
+describe("node:http headers", () => {
+  let server: HttpServer;
+  let port = 0;
+  beforeAll(async () => {
+    ({ server, port } = await startNodeServer((req, res) => {
+      const body = JSON.stringify(req.rawHeaders);
+      res.writeHead(200, ["x-reject-reason", "pre-auth", "X-Mixed-Case", "1", "set-cookie", "a=1", "set-cookie", "b=2"]);
+      res.end(body);
+    }));
   });
-  afterAll(() => server.stop(true));
+  afterAll(() => server.close());
 
-  test("repeated request header is joined with a comma and space", async () => {
-    // secrets.ts reports "duplicated" from this spelling.
+  test("repeated request header stays in rawHeaders", async () => {
+    // headers.ts joins these with ", ", and secrets.ts reports "duplicated" from that.
     const response = await rawRequest(
-      server.port!,
+      port,
       "GET / HTTP/1.1\r\nHost: h\r\nX-Mattermost-Preauth-Secret: one\r\nX-Mattermost-Preauth-Secret: two\r\nConnection: close\r\n\r\n",
     );
-    expect(response.endsWith("one, two")).toBe(true);
+    const body = response.slice(response.indexOf("["), response.lastIndexOf("]") + 1);
+    expect(JSON.parse(body)).toEqual(["Host", "h", "X-Mattermost-Preauth-Secret", "one", "X-Mattermost-Preauth-Secret", "two", "Connection", "close"]);
   });
 
-  test("custom response header name stays lower case on the wire", async () => {
+  test("writeHead array keeps header names as given", async () => {
     // Mobile 2.34 to 2.39 find x-reject-reason only in lower case.
-    const response = await rawRequest(server.port!, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    const response = await rawRequest(port, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
     expect(response).toContain("\r\nx-reject-reason: pre-auth\r\n");
+    expect(response).toContain("\r\nX-Mixed-Case: 1\r\n");
+  });
+
+  test("writeHead array keeps Set-Cookie lines separate", async () => {
+    const response = await rawRequest(port, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    expect(response).toContain("\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n");
+  });
+
+  test("no Content-Type is added", async () => {
+    const response = await rawRequest(port, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    expect(response.slice(0, response.indexOf("\r\n\r\n")).toLowerCase()).not.toContain("content-type");
+  });
+});
+
+describe("node:http streamed response bodies", () => {
+  test("Content-Length of a streamed body is kept", async () => {
+    // proxy.ts streams every response body and relies on this to keep Content-Length.
+    const size = 1024 * 1024;
+    const { server, port } = await startNodeServer(async (req, res) => {
+      res.writeHead(200, ["content-length", String(size)]);
+      for (let sent = 0; sent < size; sent += 64 * 1024) {
+        await Bun.sleep(1);
+        if (!res.write(new Uint8Array(64 * 1024))) await new Promise((resolve) => res.once("drain", resolve));
+      }
+      res.end();
+    });
+    try {
+      const response = await rawRequest(port, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+      const head = response.slice(0, response.indexOf("\r\n\r\n")).toLowerCase();
+      expect(head).toContain(`content-length: ${size}`);
+      expect(head).not.toContain("transfer-encoding");
+      expect(response.length - head.length - 4).toBe(size);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe("node:http keep-alive", () => {
+  test("keepAliveTimeout closes an idle connection", async () => {
+    // server.ts sets keepAliveTimeout from --idle-timeout.
+    const { server, port } = await startNodeServer((req, res) => res.end("ok"));
+    server.keepAliveTimeout = 500;
+    try {
+      const started = performance.now();
+      const closedAfter = await new Promise<number>((resolve, reject) => {
+        const socket = connect(port, "127.0.0.1", () => socket.write("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+        socket.on("data", () => {});
+        socket.on("close", () => resolve(performance.now() - started));
+        socket.on("error", reject);
+        setTimeout(() => socket.destroy(), 5_000);
+      });
+      expect(closedAfter).toBeGreaterThan(400);
+      expect(closedAfter).toBeLessThan(3_000);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe("node:http Expect: 100-continue", () => {
+  test("checkContinue handler decides whether 100 Continue is sent", async () => {
+    // server.ts sends 100 Continue only after the gate let the request through.
+    const server = createHttpServer();
+    server.on("checkContinue", (req, res) => {
+      if (req.url === "/continue") res.writeContinue();
+      res.writeHead(req.url === "/continue" ? 200 : 403, ["content-length", "0"]);
+      res.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const head = (target: string) =>
+        `POST ${target} HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\n`;
+      const refused = await rawRequest(port, head("/refuse"));
+      expect(refused.startsWith("HTTP/1.1 403")).toBe(true);
+      expect(refused).not.toContain("100 Continue");
+      const accepted = await rawRequest(port, head("/continue"));
+      expect(accepted.startsWith("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200")).toBe(true);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe("node:https certificate reload", () => {
+  test("https.Server has no setSecureContext", () => {
+    // server.ts replaces the listener on a certificate change because of this. When a
+    // Bun release adds the method, this test fails and the reload can use it instead.
+    const server = createHttpsServer({});
+    expect(typeof (server as unknown as { setSecureContext?: unknown }).setSecureContext).toBe("undefined");
+  });
+
+  test("second listener on the same port fails with EADDRINUSE", async () => {
+    // A second gate on the same address must fail to start, and a listener replaced
+    // after a certificate change must be able to bind once the old one has closed.
+    const { server, port } = await startNodeServer((req, res) => res.end());
+    const second = createHttpServer();
+    const failure = await new Promise<string>((resolve) => {
+      second.once("error", (error: NodeJS.ErrnoException) => resolve(String(error.code)));
+      second.listen({ port, host: "127.0.0.1", reusePort: true }, () => resolve("listening"));
+    });
+    expect(failure).toBe("EADDRINUSE");
+    server.close();
+    const third = createHttpServer();
+    await new Promise<void>((resolve) => third.listen(port, "127.0.0.1", resolve));
+    third.close();
   });
 });
 
@@ -169,35 +267,25 @@ describe("Bun fetch as the upstream client", () => {
     const { head } = await fetchUpstream("//api/v4/users/me");
     expect(head.startsWith("GET /api/v4/users/me HTTP/1.1")).toBe(true);
   });
-});
 
-describe("Bun.serve streamed response bodies", () => {
-  test("Content-Length of a streamed body is replaced by chunked framing", async () => {
-    // proxy.ts buffers bodies up to BUFFERED_RESPONSE_LIMIT because of this. When a Bun
-    // release keeps the header, this test fails and the buffering can go.
-    const server = Bun.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      fetch() {
-        let sent = 0;
-        const stream = new ReadableStream<Uint8Array>({
-          async pull(controller) {
-            await Bun.sleep(1);
-            controller.enqueue(new Uint8Array(64 * 1024));
-            sent += 64 * 1024;
-            if (sent >= 1024 * 1024) controller.close();
-          },
-        });
-        return new Response(stream, { headers: { "content-length": String(1024 * 1024) } });
-      },
+  // isForwardable predicts these with new URL(); the gate refuses such paths with 400.
+  const rewrittenPaths: [string, string][] = [
+    ["/static/../api/v4/users/me", "/api/v4/users/me"],
+    ["/static/./app.js", "/static/app.js"],
+    ["/static\\app.js", "/static/app.js"],
+    ["/a{b}^`c", "/a%7Bb%7D%5E%60c"],
+    ["/a\"b", "/a%22b"],
+  ];
+  for (const [path, sent] of rewrittenPaths) {
+    test(`path ${path} is sent as ${sent}`, async () => {
+      const { head } = await fetchUpstream(path);
+      expect(head.startsWith(`GET ${sent} HTTP/1.1`)).toBe(true);
     });
-    try {
-      const response = await rawRequest(server.port!, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
-      const head = response.slice(0, response.indexOf("\r\n\r\n")).toLowerCase();
-      expect(head).toContain("transfer-encoding: chunked");
-      expect(head).not.toContain("content-length");
-    } finally {
-      server.stop(true);
-    }
+  }
+
+  test("query is only percent-encoded", async () => {
+    // isForwardable leaves the query unchecked because of this.
+    const { head } = await fetchUpstream("/a?x='y\"&z=/../b\\c");
+    expect(head.startsWith("GET /a?x=%27y%22&z=/../b\\c HTTP/1.1")).toBe(true);
   });
 });

@@ -236,11 +236,24 @@ describe("command line of the executable", () => {
     expect(result.stdout).not.toContain(TEST_SECRET);
   });
 
-  test("explain shows the path after normalisation", () => {
+  test("explain shows the raw path", () => {
     const result = runGate(["explain", "/static/../api/v4/users/me", "--secret-file", secretFile]);
     expect(result.code).toBe(0);
-    expect(result.stdout).toContain("path:    /api/v4/users/me");
+    expect(result.stdout).toContain("path:    /static/../api/v4/users/me");
     expect(result.stdout).toContain("rejected with 403");
+  });
+
+  test("explain refuses a non-canonical path with the secret", () => {
+    const result = runGate(["explain", "/static/../api/v4/users/me", "--with-secret", "--secret-file", secretFile]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("outcome: 400");
+  });
+
+  test("explain keeps only the path of an absolute-form target", () => {
+    const result = runGate(["explain", "http://elsewhere.test/static/app.js?v=1", "--secret-file", secretFile]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("path:    /static/app.js");
+    expect(result.stdout).toContain("forwarded without the secret");
   });
 
   test("secret prints 32 random bytes in base64", () => {

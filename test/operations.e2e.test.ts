@@ -245,6 +245,34 @@ describe("metrics and logs", () => {
     }
   });
 
+  test("websocket gauge follows open tunnels", async () => {
+    const adminPort = await freePort();
+    const secretFile = writeSecretFile(NEW_SECRET);
+    const gate = await startGateProcess({ upstream: mattermost.url, secretFile, args: ["--admin-listen", `127.0.0.1:${adminPort}`] });
+    const metricsText = async () => (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+    try {
+      const connection = await openWebSocket(gate, NEW_SECRET);
+      expect(await echoes(connection, "hello")).toBe(true);
+      expect(await metricsText()).toContain("preauth_gate_websocket_connections 1");
+      connection.socket.close();
+      await connection.closeCode;
+      await Bun.sleep(100);
+      const afterClose = await metricsText();
+      expect(afterClose).toContain("preauth_gate_websocket_connections 0");
+      expect(afterClose).not.toMatch(/preauth_gate_bytes_total\{direction="in"\} 0\n/);
+      expect(afterClose).not.toMatch(/preauth_gate_bytes_total\{direction="out"\} 0\n/);
+
+      // A handshake that Mattermost refuses never counts as an open WebSocket.
+      const refused = new WebSocket(`ws://127.0.0.1:${gate.port}/api/v4/websocket`, {
+        headers: { [SECRET_HEADER]: NEW_SECRET, host: `127.0.0.1:${gate.port}`, origin: "https://evil.example" },
+      } as unknown as string[]);
+      await new Promise((resolve) => refused.addEventListener("close", resolve));
+      expect(await metricsText()).toContain("preauth_gate_websocket_connections 0");
+    } finally {
+      await gate.stop();
+    }
+  });
+
   test("repeated rejections are summarised and no secret is logged", async () => {
     const secretFile = writeSecretFile(NEW_SECRET);
     const gate = await startGateProcess({ upstream: mattermost.url, secretFile });

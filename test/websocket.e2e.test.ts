@@ -1,7 +1,8 @@
 // WebSocket upgrades through the compiled gate to the stand-in Mattermost's echo route.
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { startStandInMattermost, type StandInMattermost } from "./support/stand-in-mattermost.ts";
-import { SECRET_HEADER, TEST_SECRET, startGateProcess, type GateProcess } from "./support/gate-process.ts";
+import { connect } from "node:net";
+import { SECRET_HEADER, TEST_SECRET, freePort, startGateProcess, type GateProcess } from "./support/gate-process.ts";
 
 let mattermost: StandInMattermost;
 let gate: GateProcess;
@@ -192,5 +193,68 @@ describe("websocket", () => {
     await waitFor(() => connection.messages.length === 500);
     expect(connection.messages.every((message, index) => message === `m${index}`)).toBe(true);
     connection.socket.close();
+  });
+
+  test("message larger than 16 MiB passes both ways", async () => {
+    const connection = await open(wsUrl(gate.url, "/api/v4/websocket"), {
+      ...sameOrigin(gate.port),
+      [SECRET_HEADER]: TEST_SECRET,
+    });
+    const size = 20 * 1024 * 1024;
+    const message = new Uint8Array(size);
+    for (let index = 0; index < size; index += 4096) message[index] = index % 251;
+    connection.socket.send(message);
+    await waitFor(() => connection.messages.length === 1, 30_000);
+    const echoed = connection.messages[0] as Uint8Array;
+    expect(echoed.byteLength).toBe(size);
+    expect(Buffer.from(echoed).equals(Buffer.from(message))).toBe(true);
+    connection.socket.close();
+  }, 60_000);
+
+  test("upgrade reaches upstream without the secret and with forwarding headers", async () => {
+    const connection = await open(wsUrl(gate.url, "/api/v4/websocket?connection_id=abc"), {
+      ...sameOrigin(gate.port),
+      [SECRET_HEADER]: TEST_SECRET,
+    });
+    connection.socket.close();
+    const upgrade = mattermost.received.find((request) => request.route === "websocket")!;
+    expect(upgrade.target).toBe("/api/v4/websocket?connection_id=abc");
+    expect(upgrade.headers[SECRET_HEADER]).toBeUndefined();
+    expect(upgrade.headers["x-forwarded-for"]).toEqual(["127.0.0.1"]);
+    expect(upgrade.headers["origin"]).toEqual([`http://127.0.0.1:${gate.port}`]);
+  });
+
+  test("upstream refusal status reaches the client", async () => {
+    const response = await new Promise<string>((resolve, reject) => {
+      const socket = connect(gate.port, "127.0.0.1", () =>
+        socket.write(
+          `GET /api/v4/websocket HTTP/1.1\r\nHost: 127.0.0.1:${gate.port}\r\nOrigin: https://evil.example\r\n` +
+            `${SECRET_HEADER}: ${TEST_SECRET}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        ),
+      );
+      let data = "";
+      socket.on("data", (chunk) => {
+        data += chunk.toString("latin1");
+        if (data.includes("\r\n")) {
+          socket.destroy();
+          resolve(data.split("\r\n")[0]!);
+        }
+      });
+      socket.on("error", reject);
+    });
+    expect(response).toBe("HTTP/1.1 403 Forbidden");
+  });
+
+  test("unreachable upstream gives 502 to the upgrade", async () => {
+    const deadGate = await startGateProcess({ upstream: `http://127.0.0.1:${await freePort()}` });
+    try {
+      await expect(
+        open(wsUrl(deadGate.url, "/api/v4/websocket"), { ...sameOrigin(deadGate.port), [SECRET_HEADER]: TEST_SECRET }),
+      ).rejects.toThrow();
+      expect(deadGate.output()).toContain("upstream WebSocket connection failed");
+    } finally {
+      await deadGate.stop();
+    }
   });
 });
