@@ -4,6 +4,7 @@
 // production: one worker per core, keep-alive connections to Mattermost, HTTP/1.1 with
 // WebSocket upgrades, no body size limit and no access log.
 import { enabledLocations, type ModelOptions } from "../../test/support/reference-model.ts";
+import { tempPathDirectives } from "../../test/support/nginx.ts";
 
 export interface NginxBenchSite {
   readonly directory: string;
@@ -35,12 +36,7 @@ events {
 }
 
 http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
+${tempPathDirectives(dir)}
 
   # Keep-alive to Mattermost for plain requests, "upgrade" for WebSocket handshakes.
   map $http_upgrade $connection_upgrade {

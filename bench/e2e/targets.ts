@@ -2,12 +2,11 @@
 // 127.0.0.1: the stand-in Mattermost (the floor, "direct"), nginx with the documented
 // configuration, and the compiled gate. All of them forward to the same stand-in.
 import { mkdirSync, mkdtempSync, chmodSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { freePort } from "../../test/support/gate-process.ts";
-import { ensureNginx } from "../../test/support/nginx.ts";
+import { acceptsConnections, ensureNginx } from "../../test/support/nginx.ts";
 import { SSO_GROUPS } from "../../src/whitelist.ts";
 import { renderNginxConfig } from "./nginx-config.ts";
 import { processGroup } from "./process-stats.ts";
@@ -29,17 +28,6 @@ const ROOT = join(import.meta.dir, "..", "..");
 const STAND_IN = join(ROOT, "test", "support", "stand-in-mattermost.ts");
 export const DEFAULT_GATE_BINARY = join(ROOT, "dist", "preauth-gate");
 const START_TIMEOUT_MS = 15_000;
-
-function acceptsConnections(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
 
 /** Starts `command`, waits until `port` accepts connections, and wraps the process. */
 async function spawnServer(name: TargetName, command: string[], port: number, pids: (child: Subprocess) => number[]): Promise<Target> {

@@ -85,6 +85,16 @@ ${locations.join("\n\n")}
   }`;
 }
 
+/** The directives that keep nginx's temporary files in `dir`, for an unprivileged run. */
+export function tempPathDirectives(dir: string): string {
+  return `  access_log off;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;`;
+}
+
 function nginxConfig(dir: string, sites: readonly NginxSite[]): string {
   return `worker_processes 1;
 pid ${dir}/nginx.pid;
@@ -95,12 +105,7 @@ events {
 }
 
 http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
+${tempPathDirectives(dir)}
 
 ${sites.map(serverBlock).join("\n\n")}
 }
@@ -115,7 +120,7 @@ export interface NginxProcess {
   stop(): Promise<void>;
 }
 
-function acceptsConnections(port: number): Promise<boolean> {
+export function acceptsConnections(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect(port, "127.0.0.1");
     socket.once("connect", () => {
