@@ -30,7 +30,7 @@ function fixed(status: number, extraHeaders: readonly string[], text: string, me
 }
 
 /**
- * The pre-auth rejection that Mattermost's desktop and mobile apps recognise: 403 with
+ * Builds the pre-auth rejection that Mattermost's desktop and mobile apps recognise: 403 with
  * `x-reject-reason: pre-auth`. The header name goes out in lower case, because mobile
  * 2.34 to 2.39 looked it up case-sensitively. No cache may keep it.
  */
@@ -38,7 +38,7 @@ export function rejection(method: string): FixedResponse {
   return fixed(403, ["x-reject-reason", "pre-auth"], REJECTION_BODY, method);
 }
 
-/** A short plain-text error from the gate itself, never carrying `x-reject-reason`. */
+/** Builds a short plain-text error from the gate itself, never with `x-reject-reason`. */
 export function gateError(status: number, message: string, method: string): FixedResponse {
   return fixed(status, [], `${message}\n`, method);
 }

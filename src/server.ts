@@ -314,7 +314,7 @@ export async function startGate(initialConfig: Config, logger: Logger, metrics: 
   };
 }
 
-/** The audit trail logged at start-up and after a reload. */
+/** Builds the audit trail logged at start-up and after a reload. */
 function startupFields(config: Config, gate: Gate, server: Server): Record<string, unknown> {
   const address = server.address() as AddressInfo;
   return {
