@@ -26,6 +26,8 @@ export interface UpgradeOptions {
 
 /** Time a connection gets to finish writing after its peer closed, in milliseconds. */
 const CLOSE_LINGER_MS = 5_000;
+/** Largest handshake response head read from Mattermost before the tunnel gives up. */
+const MAX_HANDSHAKE_RESPONSE_BYTES = 16 * 1024;
 
 /** An open tunnel, as the shutdown needs it. */
 export interface Tunnel {
@@ -123,21 +125,6 @@ export function tunnelWebSocket(
     const opened: Tunnel = { client: socket, upstream, upgraded: false };
     tunnel = opened;
     tunnels.add(opened);
-    upstream.write(upstreamHandshake(target, incoming, client));
-    if (head.length > 0) upstream.write(head);
-
-    // Only a handshake that Mattermost accepted counts as an open WebSocket.
-    upstream.once("data", (chunk: Buffer) => {
-      opened.upgraded = chunk.subarray(0, 13).toString("latin1") === "HTTP/1.1 101 ";
-      if (opened.upgraded) metrics.websocketOpened();
-    });
-    upstream.on("data", (chunk: Buffer) => metrics.countBytes("out", chunk.byteLength));
-    socket.on("data", (chunk: Buffer) => metrics.countBytes("in", chunk.byteLength));
-    socket.pipe(upstream);
-    upstream.pipe(socket);
-
-    // Mattermost pings every 60 s, so a tunnel idle for longer has lost its peer.
-    upstream.setTimeout(options.idleTimeoutMs, () => upstream.destroy());
     let closed = false;
     const close = () => {
       if (closed) return;
@@ -145,6 +132,52 @@ export function tunnelWebSocket(
       tunnels.delete(opened);
       if (opened.upgraded) metrics.websocketClosed();
     };
+    // Nothing the client sends may reach Mattermost before Mattermost has switched the
+    // connection to WebSocket. Otherwise, after a refused handshake on a kept-alive
+    // connection, the client could send plain HTTP requests past the gate.
+    socket.pause();
+    upstream.write(upstreamHandshake(target, incoming, client));
+
+    let response = Buffer.alloc(0);
+    const onResponseHead = (chunk: Buffer) => {
+      response = Buffer.concat([response, chunk]);
+      const headEnd = response.indexOf("\r\n\r\n");
+      if (headEnd < 0 && response.length <= MAX_HANDSHAKE_RESPONSE_BYTES) return;
+      upstream.off("data", onResponseHead);
+      const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(response.subarray(0, 13).toString("latin1"))?.[1] ?? 0);
+      if (headEnd < 0 || status !== 101) {
+        refuse(status);
+        return;
+      }
+      startRelay(response);
+    };
+    upstream.on("data", onResponseHead);
+
+    /** Ends both connections; the client learns Mattermost's status, never its connection. */
+    function refuse(status: number): void {
+      close();
+      upstream.destroy();
+      logger.warn({ path: target.path, status }, "upstream rejected the WebSocket upgrade");
+      const clientStatus = status >= 400 && status <= 599 ? status : 502;
+      writeFixedToSocket(socket, gateError(clientStatus, `Mattermost rejected the WebSocket upgrade with status ${status}`, method));
+    }
+
+    /** Relays bytes both ways once Mattermost has answered 101. */
+    function startRelay(handshakeResponse: Buffer): void {
+      opened.upgraded = true;
+      metrics.websocketOpened();
+      metrics.countBytes("out", handshakeResponse.byteLength);
+      socket.write(handshakeResponse);
+      if (head.length > 0) upstream.write(head);
+      upstream.on("data", (chunk: Buffer) => metrics.countBytes("out", chunk.byteLength));
+      socket.on("data", (chunk: Buffer) => metrics.countBytes("in", chunk.byteLength));
+      socket.pipe(upstream);
+      upstream.pipe(socket);
+      socket.resume();
+    }
+
+    // Mattermost pings every 60 s, so a tunnel idle for longer has lost its peer.
+    upstream.setTimeout(options.idleTimeoutMs, () => upstream.destroy());
     // Either side closing ends the other once what was read from it is written, and
     // destroys it if it has not closed a few seconds later.
     const closeOther = (other: Duplex) => () => {

@@ -1,7 +1,7 @@
 // WebSocket upgrades through the compiled gate to the stand-in Mattermost's echo route.
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { startStandInMattermost, type StandInMattermost } from "./support/stand-in-mattermost.ts";
-import { connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { SECRET_HEADER, TEST_SECRET, freePort, startGateProcess, type GateProcess } from "./support/gate-process.ts";
 
 let mattermost: StandInMattermost;
@@ -256,5 +256,75 @@ describe("websocket", () => {
     } finally {
       await deadGate.stop();
     }
+  });
+});
+
+describe("websocket tunnel", () => {
+  /** Writes `bytes` on one connection and collects what comes back until it closes or 3 s pass. */
+  function exchange(port: number, bytes: string): Promise<string> {
+    return new Promise((resolve) => {
+      const socket = connect(port, "127.0.0.1", () => socket.write(bytes));
+      let data = "";
+      socket.setEncoding("latin1");
+      socket.on("data", (chunk) => (data += chunk));
+      const timer = setTimeout(() => socket.destroy(), 3000);
+      socket.on("close", () => {
+        clearTimeout(timer);
+        resolve(data);
+      });
+      socket.on("error", () => undefined);
+    });
+  }
+
+  const upgradeHead = (port: number, origin: string) =>
+    `GET /api/v4/websocket HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nOrigin: ${origin}\r\nConnection: Upgrade\r\n` +
+    "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+  const smuggled = "GET /api/v4/users/me HTTP/1.1\r\nHost: mm.test\r\n\r\n";
+
+  test("refused upgrade on a kept-alive upstream connection carries nothing more", async () => {
+    // Like Go's net/http, this upstream answers a refused upgrade and keeps the connection
+    // open for the next request, so anything sent after the handshake would be served.
+    const requestLines: string[] = [];
+    const upstream = createServer((connection) => {
+      let buffered = "";
+      connection.on("data", (chunk) => {
+        buffered += chunk.toString("latin1");
+        let end = buffered.indexOf("\r\n\r\n");
+        while (end >= 0) {
+          requestLines.push(buffered.slice(0, buffered.indexOf("\r\n")));
+          buffered = buffered.slice(end + 4);
+          const status = requestLines.length === 1 ? "403 Forbidden" : "200 OK";
+          connection.write(`HTTP/1.1 ${status}\r\nContent-Length: 2\r\n\r\nno`);
+          end = buffered.indexOf("\r\n\r\n");
+        }
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    const upstreamPort = (upstream.address() as { port: number }).port;
+    const keptAliveGate = await startGateProcess({ upstream: `http://127.0.0.1:${upstreamPort}`, args: ["--allow", "websocket"] });
+    try {
+      const reply = await exchange(keptAliveGate.port, upgradeHead(keptAliveGate.port, "https://evil.example") + smuggled);
+      expect(reply.startsWith("HTTP/1.1 403 ")).toBe(true);
+      await Bun.sleep(200);
+      expect(requestLines).toEqual(["GET /api/v4/websocket HTTP/1.1"]);
+    } finally {
+      await keptAliveGate.stop();
+      upstream.close();
+    }
+  });
+
+  test("refused exempt upgrade cannot carry a request to Mattermost", async () => {
+    const reply = await exchange(exemptGate.port, upgradeHead(exemptGate.port, "https://evil.example") + smuggled);
+    expect(reply.startsWith("HTTP/1.1 403 ")).toBe(true);
+    expect(reply).not.toContain('"username"');
+    await Bun.sleep(200);
+    expect(mattermost.received.map((request) => request.path)).toEqual(["/api/v4/websocket"]);
+  });
+
+  test("bytes sent before the 101 are not read as HTTP by Mattermost", async () => {
+    const reply = await exchange(exemptGate.port, upgradeHead(exemptGate.port, `http://127.0.0.1:${exemptGate.port}`) + smuggled);
+    expect(reply.startsWith("HTTP/1.1 101 ")).toBe(true);
+    await Bun.sleep(200);
+    expect(mattermost.received.map((request) => request.path)).toEqual(["/api/v4/websocket"]);
   });
 });
