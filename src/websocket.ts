@@ -1,8 +1,8 @@
 // WebSocket tunnelling. The gate checks the client's handshake, then opens a TCP (or TLS)
-// connection to Mattermost, writes the handshake with the secret and the other hop-by-hop
-// headers removed, and copies bytes both ways. Mattermost answers the handshake itself,
-// so its status (101, or a refusal such as 403), the subprotocol it chose and every close
-// code reach the client unchanged, and each direction has real backpressure.
+// connection to Mattermost and writes the handshake with the secret and the other
+// hop-by-hop headers removed. Once Mattermost responds with 101, the gate copies bytes
+// both ways, so the subprotocol it chose and every close code reach the client unchanged
+// and each direction has real backpressure. Any other status ends both connections.
 import { connect as connectTcp, type Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
 import { randomBytes } from "node:crypto";
