@@ -1,7 +1,7 @@
 // The request targets that the micro-benchmarks feed to the matcher and the gate. The mix
 // imitates the traffic of Mattermost's desktop and mobile apps: mostly API calls that need
 // the secret, a good share of /static/ assets, and a few configuration and single sign-on
-// calls. It is an estimate, not a recorded trace. Weights say how often a target repeats.
+// calls. It is an estimate, not a recorded trace. A weight is the number of times a target repeats.
 import { parseRequestTarget } from "../src/target.ts";
 
 const ID = "k3m9qz7xw1fbtrp8ds5yhn4cja"; // Mattermost ids are 26 lower-case letters and digits.

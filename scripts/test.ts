@@ -16,7 +16,7 @@ function countResults(xml: string): { passed: number; failed: number; skipped: n
   let passed = 0;
   let failed = 0;
   let skipped = 0;
-  // Each <testcase> is either self-closing (passed) or holds a <failure>, <error> or <skipped>.
+  // Each <testcase> is either self-closing (passed) or contains a <failure>, <error> or <skipped>.
   for (const match of xml.matchAll(/<testcase\b[^>]*?(\/>|>([\s\S]*?)<\/testcase>)/g)) {
     const body = match[2] ?? "";
     if (/<(failure|error)\b/.test(body)) failed++;

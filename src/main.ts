@@ -41,6 +41,7 @@ async function serve(commandLine: ParsedCommandLine): Promise<void> {
   const logger = createLogger(config.logLevel);
   const metrics = createMetrics();
   metrics.addSecretLabels(config.secrets.map((secret) => secret.label));
+
   let current = config;
   let admin: AdminServer | null = null;
   let starting: Promise<RunningGate>;
@@ -59,9 +60,11 @@ async function serve(commandLine: ParsedCommandLine): Promise<void> {
   } catch (error) {
     failToStart(error, logger);
   }
+
   // The signal handlers go in before the listener is up, so that a signal that arrives
   // during start-up is handled too. Each handler waits for the start to finish.
   installSignalHandlers(commandLine, logger, metrics, starting, admin, () => current, (next) => (current = next));
+
   try {
     await starting;
   } catch (error) {
@@ -150,7 +153,7 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
   const gate = createGate(config);
   const parsed = parseRequestTarget(requestTarget);
   if (!parsed.ok) {
-    console.log(`target ${JSON.stringify(requestTarget)}: ${parsed.problem}; the gate answers 400`);
+    console.log(`target ${JSON.stringify(requestTarget)}: ${parsed.problem}; the gate responds with 400`);
     return;
   }
   const presented = commandLine.withSecret ? (config.secrets[0]?.value ?? null) : null;

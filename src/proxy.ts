@@ -43,7 +43,7 @@ class ClientGone extends Error {}
 export type Forwarder = (request: ForwardRequest) => Promise<void>;
 
 /** Methods the gate never forwards: Mattermost serves neither, and TRACE echoes credentials. */
-const REFUSED_METHODS = new Set(["CONNECT", "TRACE"]);
+const REJECTED_METHODS = new Set(["CONNECT", "TRACE"]);
 
 /**
  * Returns the request body's declared length, or null when the request has no
@@ -63,7 +63,7 @@ function requestProblem(method: string, headers: Headers, target: RequestTarget,
   if (!isForwardable(target)) {
     return gateError(400, "Bad Request: the request target is not in canonical form", method);
   }
-  if (REFUSED_METHODS.has(method)) {
+  if (REJECTED_METHODS.has(method)) {
     return gateError(405, `Method Not Allowed: ${method} is not forwarded`, method);
   }
   const declaredLength = declaredBodyLength(headers);

@@ -1,6 +1,6 @@
 // Logging of rejected requests without flooding the journal. The desktop app re-sends
 // blocked page loads every few seconds while its prompt is open. So only the first
-// rejection of a client and reason in each window is logged in full; the rest are
+// rejection of a client and reason in each window is logged in full. The rest are
 // counted and summarised when the window ends.
 import type { Logger } from "./log.ts";
 import type { RejectReason } from "./secrets.ts";

@@ -146,7 +146,7 @@ export function tunnelWebSocket(
       upstream.off("data", onResponseHead);
       const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(response.subarray(0, 13).toString("latin1"))?.[1] ?? 0);
       if (headEnd < 0 || status !== 101) {
-        refuse(status);
+        rejectUpgrade(status);
         return;
       }
       startRelay(response);
@@ -154,7 +154,7 @@ export function tunnelWebSocket(
     upstream.on("data", onResponseHead);
 
     /** Ends both connections; the client learns Mattermost's status, never its connection. */
-    function refuse(status: number): void {
+    function rejectUpgrade(status: number): void {
       close();
       upstream.destroy();
       logger.warn({ path: target.path, status }, "upstream rejected the WebSocket upgrade");
@@ -162,7 +162,7 @@ export function tunnelWebSocket(
       writeFixedToSocket(socket, gateError(clientStatus, `Mattermost rejected the WebSocket upgrade with status ${status}`, method));
     }
 
-    /** Relays bytes both ways once Mattermost has answered 101. */
+    /** Relays bytes both ways once Mattermost has responded with 101. */
     function startRelay(handshakeResponse: Buffer): void {
       opened.upgraded = true;
       metrics.websocketOpened();
@@ -203,7 +203,7 @@ export function closeTunnels(tunnels: TunnelRegistry, reason: string): void {
     upstream.unpipe(client);
     if (tunnel.upgraded) {
       // NOTE: the gate does not parse frames, so if a frame is half-way through either
-      // connection, the close frame lands inside it and the peer sees a protocol error
+      // connection, the close frame lands inside it and the peer reports a protocol error
       // instead of 1001.
       client.end(closeFrame(1001, reason, false));
       upstream.end(closeFrame(1001, reason, true));

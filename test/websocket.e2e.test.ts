@@ -282,7 +282,7 @@ describe("websocket tunnel", () => {
   const smuggled = "GET /api/v4/users/me HTTP/1.1\r\nHost: mm.test\r\n\r\n";
 
   test("refused upgrade on a kept-alive upstream connection carries nothing more", async () => {
-    // Like Go's net/http, this upstream answers a refused upgrade and keeps the connection
+    // Like Go's net/http, this upstream responds to a rejected upgrade and keeps the connection
     // open for the next request, so anything sent after the handshake would be served.
     const requestLines: string[] = [];
     const upstream = createServer((connection) => {

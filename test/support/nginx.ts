@@ -85,7 +85,7 @@ ${locations.join("\n\n")}
   }`;
 }
 
-/** The directives that keep nginx's temporary files in `dir`, for an unprivileged run. */
+/** Renders the directives that keep nginx's temporary files in `dir`, for an unprivileged run. */
 export function tempPathDirectives(dir: string): string {
   return `  access_log off;
   client_body_temp_path ${dir}/client_body;
