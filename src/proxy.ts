@@ -59,14 +59,18 @@ function declaredBodyLength(headers: Headers): number | null {
 }
 
 /** Checks the request before anything goes upstream; returns the error response, or null. */
-function requestProblem(method: string, headers: Headers, target: RequestTarget, maxBodyBytes: number): FixedResponse | null {
+function requestProblem(
+  method: string,
+  declaredLength: number | null,
+  target: RequestTarget,
+  maxBodyBytes: number,
+): FixedResponse | null {
   if (!isForwardable(target)) {
     return gateError(400, "Bad Request: the request target is not in canonical form", method);
   }
   if (REJECTED_METHODS.has(method)) {
     return gateError(405, `Method Not Allowed: ${method} is not forwarded`, method);
   }
-  const declaredLength = declaredBodyLength(headers);
   if (Number.isNaN(declaredLength)) return gateError(400, "Bad Request: invalid Content-Length", method);
   if (declaredLength !== null && declaredLength > maxBodyBytes) {
     return gateError(413, `Payload Too Large: the limit is ${maxBodyBytes} bytes`, method);
@@ -110,7 +114,8 @@ export function createForwarder(options: ProxyOptions): Forwarder {
   return async function forward(request) {
     const { req, res, headers: incoming, target, client, onResponseStart } = request;
     const method = req.method ?? "GET";
-    const problem = requestProblem(method, incoming, target, maxBodyBytes);
+    const declaredLength = declaredBodyLength(incoming);
+    const problem = requestProblem(method, declaredLength, target, maxBodyBytes);
     if (problem !== null) {
       onResponseStart();
       sendFixed(res, problem);
@@ -125,7 +130,6 @@ export function createForwarder(options: ProxyOptions): Forwarder {
     };
     res.on("close", onClientClose);
 
-    const declaredLength = declaredBodyLength(incoming);
     const hasBody = (declaredLength !== null && declaredLength > 0) || incoming.has("transfer-encoding");
     // The client's headers are not needed after this, so they become the upstream ones.
     const headers = toUpstreamHeaders(incoming, client);
