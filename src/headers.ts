@@ -1,5 +1,6 @@
-// Header rules for forwarding: which headers never cross the gate, and which forwarding
-// headers the gate sets itself.
+// Header rules for forwarding: which headers never cross the gate, which forwarding
+// headers the gate sets itself, and the heads it writes in both directions.
+import type { HeaderLine } from "./http1.ts";
 
 export const SECRET_HEADER = "x-mattermost-preauth-secret";
 
@@ -22,20 +23,22 @@ export const HOP_BY_HOP_HEADERS: readonly string[] = [
 ];
 
 /** Forwarding headers; the gate writes them unless the peer is a trusted proxy. */
-const FORWARDING_HEADERS = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto"] as const;
+const FORWARDING_HEADERS: readonly string[] = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto"];
 
-/** Removes hop-by-hop headers and every header that `Connection` names. */
-export function removeHopByHop(headers: Headers): void {
-  const connection = headers.get("connection");
-  if (connection !== null) {
-    for (const token of connection.split(",")) {
-      const name = token.trim().toLowerCase();
-      // Host is end-to-end; a client must not be able to drop it through Connection.
-      if (name !== "" && name !== "host") headers.delete(name);
-    }
-  }
-  for (const name of HOP_BY_HOP_HEADERS) headers.delete(name);
-}
+/**
+ * Request headers the gate never copies upstream: the hop-by-hop ones, the secret, and
+ * the framing and Expect headers, which the gate writes itself for the body it sends.
+ */
+const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP_HEADERS,
+  SECRET_HEADER,
+  "content-length",
+  "expect",
+]);
+const DROPPED_REQUEST_HEADERS_UNTRUSTED: ReadonlySet<string> = new Set([...DROPPED_REQUEST_HEADERS, ...FORWARDING_HEADERS]);
+
+/** Response headers never copied to the client; the gate writes framing headers itself. */
+const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set(HOP_BY_HOP_HEADERS);
 
 /** The sender of a request, as far as the gate can tell. */
 export interface ClientInfo {
@@ -46,58 +49,93 @@ export interface ClientInfo {
   readonly protocol: "http" | "https";
 }
 
-/**
- * Turns the client's headers into the headers sent upstream, in place: removes the secret
- * and the hop-by-hop headers, keeps Host and Origin unchanged and sets the forwarding
- * headers. Changing them in place saves a copy per request.
- */
-export function toUpstreamHeaders(headers: Headers, client: ClientInfo): Headers {
-  const forwardedFor = client.trusted ? headers.get("x-forwarded-for") : null;
-  removeHopByHop(headers);
-  headers.delete(SECRET_HEADER);
-  setForwardingHeaders(headers, forwardedFor, client);
-  return headers;
-}
-
-/** Sets the forwarding headers; `forwardedFor` is a trusted peer's X-Forwarded-For, or null. */
-export function setForwardingHeaders(headers: Headers, forwardedFor: string | null, client: ClientInfo): void {
-  if (!client.trusted) {
-    for (const name of FORWARDING_HEADERS) headers.delete(name);
+/** Returns the values of every `name` line joined with ", ", or null when there is none. */
+export function headerValue(headers: readonly HeaderLine[], name: string): string | null {
+  let value: string | null = null;
+  for (let i = 0; i < headers.length; i++) {
+    const line = headers[i]!;
+    if (line.lower === name) value = value === null ? line.value : `${value}, ${line.value}`;
   }
-  headers.set("x-forwarded-for", forwardedFor ? `${forwardedFor}, ${client.address}` : client.address);
-  if (!headers.has("x-real-ip")) headers.set("x-real-ip", client.address);
-  if (!headers.has("x-forwarded-proto")) headers.set("x-forwarded-proto", client.protocol);
+  return value;
 }
 
-/**
- * Builds a Headers object from node:http's `rawHeaders`. Repeated headers are joined
- * with ", " as Headers.append does, so a repeated secret or Content-Length stays
- * visible whatever `req.headers` does with repeats.
- */
-export function headersFromRaw(rawHeaders: readonly string[]): Headers {
-  const headers = new Headers();
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) headers.append(rawHeaders[i]!, rawHeaders[i + 1]!);
-  return headers;
-}
-
-/** Response headers not copied one by one: hop-by-hop ones, and Set-Cookie, added apart. */
-const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, "set-cookie"]);
-
-/**
- * Lists an upstream response's headers for `writeHead`, without hop-by-hop headers.
- * Every Set-Cookie stays a separate line; Content-Length stays as Mattermost sent it.
- */
-export function clientResponseHeaders(upstream: Headers): string[] {
-  let dropped = DROPPED_RESPONSE_HEADERS;
-  const connection = upstream.get("connection");
-  if (connection !== null) {
-    const named = connection.split(",").map((token) => token.trim().toLowerCase());
-    dropped = new Set([...DROPPED_RESPONSE_HEADERS, ...named]);
+/** Lower-case header names listed in `Connection`; Host is never among them. */
+function connectionNamed(headers: readonly HeaderLine[]): Set<string> | null {
+  let named: Set<string> | null = null;
+  for (const line of headers) {
+    if (line.lower !== "connection") continue;
+    for (const token of line.value.split(",")) {
+      const name = token.trim().toLowerCase();
+      // Host is end-to-end; a client must not be able to drop it through Connection.
+      if (name !== "" && name !== "host") (named ??= new Set()).add(name);
+    }
   }
-  const list: string[] = [];
-  upstream.forEach((value, name) => {
-    if (!dropped.has(name)) list.push(name, value);
-  });
-  for (const cookie of upstream.getSetCookie()) list.push("set-cookie", cookie);
-  return list;
+  return named;
+}
+
+/**
+ * Builds the request head sent to Mattermost. Removes the secret and the hop-by-hop
+ * headers and every header that `Connection` names, keeps Host and Origin unchanged,
+ * sets the forwarding headers and ends with `extra`, which holds the framing lines.
+ * Header lines were checked by the parser, so none can break the head.
+ */
+export function upstreamRequestHead(
+  method: string,
+  target: string,
+  headers: readonly HeaderLine[],
+  client: ClientInfo,
+  defaultHost: string,
+  extra: string,
+): Buffer {
+  const dropped = client.trusted ? DROPPED_REQUEST_HEADERS : DROPPED_REQUEST_HEADERS_UNTRUSTED;
+  const named = connectionNamed(headers);
+  let head = `${method} ${target} HTTP/1.1\r\n`;
+  let hasHost = false;
+  let forwardedFor: string | null = null;
+  let hasRealIp = false;
+  let hasProto = false;
+  for (let i = 0; i < headers.length; i++) {
+    const line = headers[i]!;
+    const lower = line.lower;
+    if (dropped.has(lower) || (named !== null && named.has(lower))) continue;
+    if (lower === "x-forwarded-for") {
+      forwardedFor = forwardedFor === null ? line.value : `${forwardedFor}, ${line.value}`;
+      continue;
+    }
+    if (lower === "host") hasHost = true;
+    else if (lower === "x-real-ip") hasRealIp = true;
+    else if (lower === "x-forwarded-proto") hasProto = true;
+    head += `${line.name}: ${line.value}\r\n`;
+  }
+  // HTTP/1.0 allows a request without Host; Mattermost's HTTP/1.1 server does not.
+  if (!hasHost) head += `Host: ${defaultHost}\r\n`;
+  head += `X-Forwarded-For: ${forwardedFor ? `${forwardedFor}, ${client.address}` : client.address}\r\n`;
+  if (!hasRealIp) head += `X-Real-IP: ${client.address}\r\n`;
+  if (!hasProto) head += `X-Forwarded-Proto: ${client.protocol}\r\n`;
+  return Buffer.from(`${head}${extra}\r\n`, "latin1");
+}
+
+/**
+ * Builds the response head sent to the client from Mattermost's: the status and reason as
+ * Mattermost sent them, every end-to-end header in order (each Set-Cookie stays its own
+ * line), and `extra`, which holds the framing and Connection lines the gate chose.
+ * Content-Length is copied only when `keepLength` is true.
+ */
+export function clientResponseHead(
+  status: number,
+  reason: string,
+  headers: readonly HeaderLine[],
+  keepLength: boolean,
+  extra: string,
+): string {
+  const named = connectionNamed(headers);
+  let head = `HTTP/1.1 ${status} ${reason}\r\n`;
+  for (let i = 0; i < headers.length; i++) {
+    const line = headers[i]!;
+    const lower = line.lower;
+    if (DROPPED_RESPONSE_HEADERS.has(lower) || (named !== null && named.has(lower))) continue;
+    if (lower === "content-length" && !keepLength) continue;
+    head += `${line.name}: ${line.value}\r\n`;
+  }
+  return `${head}${extra}\r\n`;
 }

@@ -1,33 +1,29 @@
 // The fixed responses the gate sends itself. None of them echoes request data.
-import { STATUS_CODES, type ServerResponse } from "node:http";
-import type { Duplex } from "node:stream";
+import { STATUS_CODES } from "node:http";
 
 export const REJECTION_BODY = "Forbidden: Invalid pre-authentication secret";
 
 /** A response the gate writes itself, with header names in the case they go out in. */
 export interface FixedResponse {
   readonly status: number;
-  /** Alternating names and values, as `writeHead` takes them. */
-  readonly headers: readonly string[];
+  /** Complete header lines, each ending with CRLF. */
+  readonly headers: string;
   /** Empty for HEAD; Content-Length still gives the length a GET would get. */
   readonly body: string;
 }
 
-function fixed(status: number, extraHeaders: readonly string[], text: string, method: string): FixedResponse {
+function fixed(status: number, extraHeaders: string, text: string, method: string): FixedResponse {
   return {
     status,
-    headers: [
-      ...extraHeaders,
-      "Cache-Control",
-      "no-store",
-      "Content-Type",
-      "text/plain; charset=utf-8",
-      "Content-Length",
-      String(Buffer.byteLength(text)),
-    ],
+    headers:
+      `${extraHeaders}Cache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(text)}\r\n`,
     body: method === "HEAD" ? "" : text,
   };
 }
+
+const REJECTION_GET = fixed(403, "x-reject-reason: pre-auth\r\n", REJECTION_BODY, "GET");
+const REJECTION_HEAD = fixed(403, "x-reject-reason: pre-auth\r\n", REJECTION_BODY, "HEAD");
 
 /**
  * Builds the pre-auth rejection that Mattermost's desktop and mobile apps recognise: 403 with
@@ -35,34 +31,43 @@ function fixed(status: number, extraHeaders: readonly string[], text: string, me
  * 2.34 to 2.39 looked it up case-sensitively. No cache may keep it.
  */
 export function rejection(method: string): FixedResponse {
-  return fixed(403, ["x-reject-reason", "pre-auth"], REJECTION_BODY, method);
+  return method === "HEAD" ? REJECTION_HEAD : REJECTION_GET;
 }
 
 /** Builds a short plain-text error from the gate itself, never with `x-reject-reason`. */
 export function gateError(status: number, message: string, method: string): FixedResponse {
-  return fixed(status, [], `${message}\n`, method);
+  return fixed(status, "", `${message}\n`, method);
 }
 
 /** Reason phrases that node:http does not know. */
 const EXTRA_REASONS: Readonly<Record<number, string>> = { 499: "Client Closed Request" };
 
-function reasonPhrase(status: number): string {
+export function reasonPhrase(status: number): string {
   return STATUS_CODES[status] ?? EXTRA_REASONS[status] ?? "Unknown";
 }
 
-/** Sends a fixed response on a node:http response. */
-export function sendFixed(res: ServerResponse, response: FixedResponse): void {
-  res.writeHead(response.status, reasonPhrase(response.status), response.headers as string[]);
-  res.end(response.body);
+let cachedDate = new Date().toUTCString();
+let cachedAt = Date.now();
+
+/** The Date header's value, recomputed at most once a second. */
+export function httpDate(): string {
+  const now = Date.now();
+  if (now - cachedAt >= 1000) {
+    cachedAt = now;
+    cachedDate = new Date(now).toUTCString();
+  }
+  return cachedDate;
 }
 
 /**
- * Writes a fixed response straight onto a socket and closes it, for upgrade requests,
- * which node:http hands over as a bare socket.
+ * Serialises a fixed response. `connection` is the Connection header's value, or null to
+ * send none (an HTTP/1.1 connection that stays open).
  */
-export function writeFixedToSocket(socket: Duplex, response: FixedResponse): void {
-  const lines = [`HTTP/1.1 ${response.status} ${reasonPhrase(response.status)}`];
-  for (let i = 0; i < response.headers.length; i += 2) lines.push(`${response.headers[i]}: ${response.headers[i + 1]}`);
-  lines.push("Connection: close");
-  socket.end(`${lines.join("\r\n")}\r\n\r\n${response.body}`);
+export function fixedResponseBytes(response: FixedResponse, connection: string | null): Buffer {
+  const connectionLine = connection === null ? "" : `Connection: ${connection}\r\n`;
+  return Buffer.from(
+    `HTTP/1.1 ${response.status} ${reasonPhrase(response.status)}\r\n${response.headers}` +
+      `Date: ${httpDate()}\r\n${connectionLine}\r\n${response.body}`,
+    "latin1",
+  );
 }

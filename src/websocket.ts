@@ -1,22 +1,22 @@
-// WebSocket tunnelling. The gate checks the client's handshake, then opens a TCP (or TLS)
-// connection to Mattermost and writes the handshake with the secret and the other
+// WebSocket tunnelling. The gate checks the client's handshake, then opens a connection
+// to Mattermost of its own and writes the handshake with the secret and the other
 // hop-by-hop headers removed. Once Mattermost responds with 101, the gate copies bytes
 // both ways, so the subprotocol it chose and every close code reach the client unchanged
 // and each direction has real backpressure. Any other status ends both connections.
-import { connect as connectTcp, type Socket } from "node:net";
-import { connect as connectTls } from "node:tls";
 import { randomBytes } from "node:crypto";
-import type { IncomingMessage } from "node:http";
-import type { Duplex } from "node:stream";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import { toUpstreamHeaders, type ClientInfo } from "./headers.ts";
-import { gateError, writeFixedToSocket } from "./responses.ts";
+import { headerValue, upstreamRequestHead, type ClientInfo } from "./headers.ts";
+import { headEnd, type HeaderLine, type RequestHead } from "./http1.ts";
+import { gateError, type FixedResponse } from "./responses.ts";
 import { targetString, type RequestTarget } from "./target.ts";
+import type { UpstreamConnection, UpstreamHandler, UpstreamPool } from "./upstream.ts";
+import type { Wire } from "./wire.ts";
 
 /** Per-configuration settings for new upgrades; a reload replaces them. */
 export interface UpgradeOptions {
-  readonly upstreamOrigin: string;
+  readonly pool: UpstreamPool;
+  readonly upstreamHost: string;
   readonly connectTimeoutMs: number;
   /** Idle time after which a tunnel is closed, in milliseconds. */
   readonly idleTimeoutMs: number;
@@ -24,48 +24,41 @@ export interface UpgradeOptions {
   readonly metrics: Metrics;
 }
 
+/** What a tunnel needs from the client connection it takes over. */
+export interface TunnelClient {
+  readonly wire: Wire;
+  pauseReading(): void;
+  resumeReading(): void;
+  /** Sends a response of the gate's own and closes the connection after it. */
+  refuse(response: FixedResponse): void;
+}
+
 /** Time a connection gets to finish writing after its peer closed, in milliseconds. */
 const CLOSE_LINGER_MS = 5_000;
 /** Largest handshake response head read from Mattermost before the tunnel gives up. */
 const MAX_HANDSHAKE_RESPONSE_BYTES = 16 * 1024;
-
-/** An open tunnel, as the shutdown needs it. */
-export interface Tunnel {
-  readonly client: Duplex;
-  readonly upstream: Socket;
-  /** True once Mattermost has accepted the handshake with 101. */
-  upgraded: boolean;
-}
+/** Client bytes held before Mattermost's 101 beyond which the gate stops reading. */
+const MAX_HELD_BYTES = 64 * 1024;
 
 /** Every open tunnel, across reloads. */
 export type TunnelRegistry = Set<Tunnel>;
 
-export function isWebSocketUpgrade(headers: Headers): boolean {
-  return headers.get("upgrade")?.toLowerCase() === "websocket";
+export function isWebSocketUpgrade(headers: readonly HeaderLine[]): boolean {
+  return headerValue(headers, "upgrade")?.toLowerCase() === "websocket";
 }
 
 /** Checks the handshake fields of RFC 6455 section 4.2.1 that the gate relies on. */
-export function isValidHandshake(method: string, headers: Headers): boolean {
-  const connection = (headers.get("connection") ?? "").toLowerCase().split(",").map((token) => token.trim());
-  const key = headers.get("sec-websocket-key") ?? "";
+export function isValidHandshake(head: RequestHead): boolean {
+  const headers = head.headers;
+  const connection = (headerValue(headers, "connection") ?? "").toLowerCase().split(",").map((token) => token.trim());
+  const key = headerValue(headers, "sec-websocket-key") ?? "";
   return (
-    method === "GET" &&
+    head.method === "GET" &&
+    head.version === "1.1" &&
     connection.includes("upgrade") &&
-    headers.get("sec-websocket-version") === "13" &&
+    headerValue(headers, "sec-websocket-version") === "13" &&
     /^[A-Za-z0-9+/]{22}==$/.test(key)
   );
-}
-
-/** Builds the handshake request sent to Mattermost. */
-function upstreamHandshake(target: RequestTarget, incoming: Headers, client: ClientInfo): string {
-  // toUpstreamHeaders drops Connection and Upgrade with the other hop-by-hop headers,
-  // and a WebSocket handshake needs exactly these two back.
-  const headers = toUpstreamHeaders(incoming, client);
-  headers.set("connection", "Upgrade");
-  headers.set("upgrade", "websocket");
-  const lines = [`GET ${targetString(target)} HTTP/1.1`];
-  headers.forEach((value, name) => lines.push(`${name}: ${value}`));
-  return `${lines.join("\r\n")}\r\n\r\n`;
 }
 
 /** A close frame with `code` and `reason`; frames from a client must be masked (RFC 6455 section 5.3). */
@@ -79,145 +72,212 @@ export function closeFrame(code: number, reason: string, masked: boolean): Buffe
   return Buffer.concat([header, mask, payload]);
 }
 
-/**
- * Tunnels an upgrade that the gate has allowed. Sends 400 for an invalid handshake, before
- * contacting Mattermost, and 502 when Mattermost cannot be reached.
- */
-export function tunnelWebSocket(
-  req: IncomingMessage,
-  socket: Duplex,
-  head: Buffer,
-  incoming: Headers,
-  target: RequestTarget,
-  client: ClientInfo,
-  options: UpgradeOptions,
-  tunnels: TunnelRegistry,
-): void {
-  const { logger, metrics } = options;
-  const method = req.method ?? "GET";
-  if (!isValidHandshake(method, incoming)) {
-    writeFixedToSocket(socket, gateError(400, "Bad Request: invalid WebSocket handshake", method));
-    return;
+export class Tunnel implements UpstreamHandler {
+  private upstream: UpstreamConnection | null = null;
+  /** True once Mattermost has accepted the handshake with 101. */
+  upgraded = false;
+  private closed = false;
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private response: Buffer | null = null;
+  private connectTimer: ReturnType<typeof setTimeout> | null = null;
+  /** performance.now() of the last byte in either direction. */
+  lastActivity = performance.now();
+
+  constructor(
+    private readonly client: TunnelClient,
+    private readonly head: RequestHead,
+    private readonly target: RequestTarget,
+    private readonly info: ClientInfo,
+    private readonly options: UpgradeOptions,
+    private readonly tunnels: TunnelRegistry,
+  ) {}
+
+  /** Connects to Mattermost and sends the handshake; the client's bytes wait for the 101. */
+  start(): void {
+    const { connectTimeoutMs, pool } = this.options;
+    this.tunnels.add(this);
+    this.connectTimer = setTimeout(() => this.connectFailed("connect timed out"), connectTimeoutMs);
+    pool.open().then(
+      (connection) => {
+        if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+        this.connectTimer = null;
+        if (this.closed) {
+          connection.wire.destroy();
+          return;
+        }
+        this.upstream = connection;
+        connection.handler = this;
+        connection.wire.write(this.handshake());
+      },
+      (error: unknown) => this.connectFailed(String((error as { code?: string }).code ?? (error as Error).name)),
+    );
   }
-  const origin = new URL(options.upstreamOrigin);
-  const secure = origin.protocol === "https:";
-  const port = Number(origin.port || (secure ? 443 : 80));
-  const host = origin.hostname.replace(/^\[(.*)\]$/, "$1");
-  const upstream = secure ? connectTls({ host, port, servername: host }) : connectTcp({ host, port });
-  const connectEvent = secure ? "secureConnect" : "connect";
 
-  const connectTimer = setTimeout(() => upstream.destroy(new Error("connect timed out")), options.connectTimeoutMs);
-  upstream.once("error", (error) => {
-    if (tunnel !== null) return;
-    clearTimeout(connectTimer);
-    logger.warn({ path: target.path, error: (error as { code?: string }).code ?? error.name }, "upstream WebSocket connection failed");
-    if (!socket.destroyed) writeFixedToSocket(socket, gateError(502, "Bad Gateway: Mattermost is unreachable", method));
-  });
-  socket.on("error", () => upstream.destroy());
+  private connectFailed(error: string): void {
+    if (this.closed || this.upstream !== null) return;
+    this.options.logger.warn({ path: this.target.path, error }, "upstream WebSocket connection failed");
+    this.finish();
+    this.client.refuse(gateError(502, "Bad Gateway: Mattermost is unreachable", this.head.method));
+  }
 
-  let tunnel: Tunnel | null = null;
-  upstream.once(connectEvent, () => {
-    clearTimeout(connectTimer);
-    if (socket.destroyed) {
-      upstream.destroy();
+  /** Builds the handshake request sent to Mattermost. */
+  private handshake(): Buffer {
+    // The hop-by-hop headers go with the others, and a WebSocket handshake needs exactly
+    // these two back.
+    return upstreamRequestHead(
+      "GET",
+      targetString(this.target),
+      this.head.headers,
+      this.info,
+      this.options.upstreamHost,
+      "Connection: Upgrade\r\nUpgrade: websocket\r\n",
+    );
+  }
+
+  /** Client bytes: held until Mattermost has switched protocols, then relayed. */
+  onClientData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.lastActivity = performance.now();
+    if (!this.upgraded) {
+      // Nothing the client sends may reach Mattermost before Mattermost has switched the
+      // connection to WebSocket. Otherwise, after a refused handshake on a kept-alive
+      // connection, the client could send plain HTTP requests past the gate.
+      this.held.push(chunk);
+      this.heldBytes += chunk.length;
+      if (this.heldBytes >= MAX_HELD_BYTES) this.client.pauseReading();
       return;
     }
-    const opened: Tunnel = { client: socket, upstream, upgraded: false };
-    tunnel = opened;
-    tunnels.add(opened);
-    let closed = false;
-    const close = () => {
-      if (closed) return;
-      closed = true;
-      tunnels.delete(opened);
-      if (opened.upgraded) metrics.websocketClosed();
-    };
-    // Nothing the client sends may reach Mattermost before Mattermost has switched the
-    // connection to WebSocket. Otherwise, after a refused handshake on a kept-alive
-    // connection, the client could send plain HTTP requests past the gate.
-    socket.pause();
-    upstream.write(upstreamHandshake(target, incoming, client));
+    this.options.metrics.countBytes("in", chunk.length);
+    if (!this.upstream!.wire.write(chunk)) this.client.pauseReading();
+  }
 
-    let response = Buffer.alloc(0);
-    const onResponseHead = (chunk: Buffer) => {
-      response = Buffer.concat([response, chunk]);
-      const headEnd = response.indexOf("\r\n\r\n");
-      if (headEnd < 0 && response.length <= MAX_HANDSHAKE_RESPONSE_BYTES) return;
-      upstream.off("data", onResponseHead);
-      const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(response.subarray(0, 13).toString("latin1"))?.[1] ?? 0);
-      if (headEnd < 0 || status !== 101) {
-        rejectUpgrade(status);
-        return;
-      }
-      startRelay(response);
-    };
-    upstream.on("data", onResponseHead);
+  onClientDrain(): void {
+    if (this.upgraded && this.upstream !== null) this.upstream.wire.socket.resume();
+  }
 
-    /** Ends both connections; the client learns Mattermost's status, never its connection. */
-    function rejectUpgrade(status: number): void {
-      close();
-      upstream.destroy();
-      logger.warn({ path: target.path, status }, "upstream rejected the WebSocket upgrade");
-      const clientStatus = status >= 400 && status <= 599 ? status : 502;
-      writeFixedToSocket(socket, gateError(clientStatus, `Mattermost rejected the WebSocket upgrade with status ${status}`, method));
+  /** The client connection closed: end Mattermost's once what it sent is written. */
+  onClientClose(): void {
+    if (this.closed) return;
+    this.finish();
+    const upstream = this.upstream;
+    if (upstream === null) return;
+    upstream.handler = null;
+    upstream.wire.end();
+    setTimeout(() => upstream.wire.destroy(), CLOSE_LINGER_MS).unref();
+  }
+
+  // UpstreamHandler
+  onData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.lastActivity = performance.now();
+    if (this.upgraded) {
+      this.options.metrics.countBytes("out", chunk.length);
+      if (!this.client.wire.write(chunk)) this.upstream?.wire.socket.pause();
+      return;
     }
-
-    /** Relays bytes both ways once Mattermost has responded with 101. */
-    function startRelay(handshakeResponse: Buffer): void {
-      opened.upgraded = true;
-      metrics.websocketOpened();
-      metrics.countBytes("out", handshakeResponse.byteLength);
-      socket.write(handshakeResponse);
-      if (head.length > 0) upstream.write(head);
-      upstream.on("data", (chunk: Buffer) => metrics.countBytes("out", chunk.byteLength));
-      socket.on("data", (chunk: Buffer) => metrics.countBytes("in", chunk.byteLength));
-      socket.pipe(upstream);
-      upstream.pipe(socket);
-      socket.resume();
+    const response = this.response === null ? chunk : Buffer.concat([this.response, chunk]);
+    const end = headEnd(response);
+    if (end < 0 && response.length <= MAX_HANDSHAKE_RESPONSE_BYTES) {
+      this.response = response;
+      return;
     }
+    const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(response.subarray(0, 13).toString("latin1"))?.[1] ?? 0);
+    if (end < 0 || status !== 101) {
+      this.rejectUpgrade(status);
+      return;
+    }
+    this.startRelay(response);
+  }
 
-    // Mattermost pings every 60 s, so a tunnel idle for longer has lost its peer.
-    upstream.setTimeout(options.idleTimeoutMs, () => upstream.destroy());
-    // Either side closing ends the other once what was read from it is written, and
-    // destroys it if it has not closed a few seconds later.
-    const closeOther = (other: Duplex) => () => {
-      close();
-      other.end();
-      setTimeout(() => other.destroy(), CLOSE_LINGER_MS).unref();
-    };
-    upstream.on("close", closeOther(socket));
-    socket.on("close", closeOther(upstream));
-    upstream.on("error", () => (close(), socket.destroy()));
-    socket.on("error", () => (close(), upstream.destroy()));
-  });
-}
+  onDrain(): void {
+    if (this.upgraded) this.client.resumeReading();
+  }
 
-/**
- * Closes every tunnel with code 1001 (going away): a close frame to the client, a masked
- * close frame to Mattermost, then the end of both connections.
- */
-export function closeTunnels(tunnels: TunnelRegistry, reason: string): void {
-  for (const tunnel of tunnels) {
-    const { client, upstream } = tunnel;
-    client.unpipe(upstream);
-    upstream.unpipe(client);
-    if (tunnel.upgraded) {
+  /** Mattermost's connection closed: end the client's once what it sent is written. */
+  onClose(): void {
+    if (this.closed) return;
+    if (!this.upgraded) {
+      this.rejectUpgrade(0);
+      return;
+    }
+    this.finish();
+    this.client.wire.end();
+    const wire = this.client.wire;
+    setTimeout(() => wire.destroy(), CLOSE_LINGER_MS).unref();
+  }
+
+  /** Ends both connections; the client learns Mattermost's status, never its connection. */
+  private rejectUpgrade(status: number): void {
+    this.options.logger.warn({ path: this.target.path, status }, "upstream rejected the WebSocket upgrade");
+    this.finish();
+    const upstream = this.upstream;
+    if (upstream !== null) {
+      upstream.handler = null;
+      upstream.wire.destroy();
+    }
+    const clientStatus = status >= 400 && status <= 599 ? status : 502;
+    this.client.refuse(
+      gateError(clientStatus, `Mattermost rejected the WebSocket upgrade with status ${status}`, this.head.method),
+    );
+  }
+
+  /** Relays bytes both ways once Mattermost has responded with 101. */
+  private startRelay(handshakeResponse: Buffer): void {
+    const { metrics } = this.options;
+    this.upgraded = true;
+    this.response = null;
+    metrics.websocketOpened();
+    metrics.countBytes("out", handshakeResponse.length);
+    this.client.wire.write(handshakeResponse);
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    for (const chunk of held) this.onClientData(chunk);
+    this.client.resumeReading();
+  }
+
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    this.tunnels.delete(this);
+    if (this.upgraded) this.options.metrics.websocketClosed();
+  }
+
+  /** Closes with code 1001 (going away): a close frame to each side, then the end of both. */
+  goAway(reason: string): void {
+    const upstream = this.upstream;
+    const upgraded = this.upgraded;
+    this.finish();
+    if (upstream !== null) upstream.handler = null;
+    if (upgraded) {
       // NOTE: the gate does not parse frames, so if a frame is half-way through either
       // connection, the close frame lands inside it and the peer reports a protocol error
       // instead of 1001.
-      client.end(closeFrame(1001, reason, false));
-      upstream.end(closeFrame(1001, reason, true));
+      this.client.wire.end(closeFrame(1001, reason, false));
+      upstream?.wire.end(closeFrame(1001, reason, true));
     } else {
-      client.end();
-      upstream.end();
+      this.client.wire.end();
+      upstream?.wire.end();
     }
   }
+
+  /** Closes both connections now. */
+  destroy(): void {
+    this.finish();
+    this.client.wire.destroy();
+    this.upstream?.wire.destroy();
+  }
+}
+
+/** Closes every tunnel with code 1001 (going away). */
+export function closeTunnels(tunnels: TunnelRegistry, reason: string): void {
+  for (const tunnel of [...tunnels]) tunnel.goAway(reason);
 }
 
 /** Destroys every tunnel still open, for the end of the shutdown grace period. */
 export function destroyTunnels(tunnels: TunnelRegistry): void {
-  for (const tunnel of tunnels) {
-    tunnel.client.destroy();
-    tunnel.upstream.destroy();
-  }
+  for (const tunnel of [...tunnels]) tunnel.destroy();
 }

@@ -1,0 +1,158 @@
+// Connections to Mattermost: opened on demand, kept open between requests and reused
+// newest first, like nginx's `keepalive` upstream setting.
+import type { Socket } from "bun";
+import { Wire } from "./wire.ts";
+
+/** What the connection's current user is told about it. */
+export interface UpstreamHandler {
+  onData(chunk: Buffer): void;
+  /** The connection closed, failed or was ended by Mattermost. Called at most once per user. */
+  onClose(): void;
+  onDrain(): void;
+}
+
+export class UpstreamConnection {
+  readonly wire: Wire;
+  handler: UpstreamHandler | null = null;
+  /** Responses completed on this connection; above 0 it may have been closed by Mattermost meanwhile. */
+  served = 0;
+  idleSince = 0;
+
+  constructor(socket: Socket<unknown>) {
+    this.wire = new Wire(socket);
+    this.wire.onDrain = () => this.handler?.onDrain();
+  }
+
+  /** Tells the current user that the connection is gone, once. */
+  lost(): void {
+    this.wire.markClosed();
+    const handler = this.handler;
+    this.handler = null;
+    handler?.onClose();
+  }
+}
+
+/** Idle connections kept open at most. */
+const MAX_IDLE_CONNECTIONS = 128;
+/**
+ * Idle time after which the gate closes a kept-alive connection itself. Below
+ * Mattermost's default idle timeout of 60 s, so the gate rarely reuses a connection
+ * that Mattermost is closing at the same moment.
+ */
+const IDLE_CLOSE_MS = 50_000;
+
+export interface UpstreamAddress {
+  readonly hostname: string;
+  readonly port: number;
+  readonly secure: boolean;
+}
+
+/** Splits an upstream origin such as http://127.0.0.1:8065 into what a connection needs. */
+export function upstreamAddress(origin: string): UpstreamAddress {
+  const url = new URL(origin);
+  const secure = url.protocol === "https:";
+  return {
+    hostname: url.hostname.replace(/^\[(.*)\]$/, "$1"),
+    port: Number(url.port || (secure ? 443 : 80)),
+    secure,
+  };
+}
+
+const handlers = {
+  data(socket: Socket<UpstreamConnection>, chunk: Buffer) {
+    const connection = socket.data;
+    if (connection.handler !== null) connection.handler.onData(chunk);
+    // Bytes on an idle connection belong to no request, so the connection cannot be trusted.
+    else connection.wire.destroy();
+  },
+  drain(socket: Socket<UpstreamConnection>) {
+    socket.data.wire.flush();
+  },
+  end(socket: Socket<UpstreamConnection>) {
+    socket.data.lost();
+    socket.end();
+  },
+  close(socket: Socket<UpstreamConnection>) {
+    socket.data.lost();
+  },
+  error(socket: Socket<UpstreamConnection>) {
+    socket.data.lost();
+  },
+};
+
+export class UpstreamPool {
+  private readonly idle: UpstreamConnection[] = [];
+  private readonly sweeper: ReturnType<typeof setInterval>;
+  private stopped = false;
+
+  constructor(private readonly address: UpstreamAddress) {
+    this.sweeper = setInterval(() => this.closeIdle(IDLE_CLOSE_MS), 5_000);
+    this.sweeper.unref();
+  }
+
+  /**
+   * Returns an open idle connection, newest first, or null. With `maxIdleMs`, older
+   * idle connections are skipped.
+   */
+  take(maxIdleMs = IDLE_CLOSE_MS): UpstreamConnection | null {
+    const oldest = performance.now() - maxIdleMs;
+    while (this.idle.length > 0) {
+      const connection = this.idle.pop()!;
+      if (!connection.wire.closed && connection.idleSince >= oldest) return connection;
+      connection.wire.destroy();
+    }
+    return null;
+  }
+
+  /** Opens a new connection; rejects when Mattermost cannot be reached. */
+  async open(): Promise<UpstreamConnection> {
+    const { hostname, port, secure } = this.address;
+    let connection: UpstreamConnection | null = null;
+    const socket = await Bun.connect<UpstreamConnection>({
+      hostname,
+      port,
+      tls: secure ? { serverName: hostname } : undefined,
+      socket: {
+        ...handlers,
+        open(opened) {
+          connection = new UpstreamConnection(opened as Socket<unknown>);
+          opened.data = connection;
+        },
+      },
+    });
+    socket.setNoDelay(true);
+    return connection ?? (socket.data as UpstreamConnection);
+  }
+
+  /** Keeps a connection whose last response is complete for the next request. */
+  release(connection: UpstreamConnection): void {
+    connection.handler = null;
+    connection.served++;
+    if (connection.wire.closed) return;
+    if (this.stopped || this.idle.length >= MAX_IDLE_CONNECTIONS) {
+      connection.wire.destroy();
+      return;
+    }
+    connection.idleSince = performance.now();
+    this.idle.push(connection);
+  }
+
+  /** Closes idle connections unused for `olderThanMs` or longer; 0 closes them all. */
+  closeIdle(olderThanMs = 0): void {
+    const oldest = performance.now() - olderThanMs;
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const connection = this.idle[i]!;
+      if (connection.wire.closed || connection.idleSince <= oldest) {
+        this.idle.splice(i, 1);
+        connection.wire.destroy();
+      }
+    }
+  }
+
+  /** Stops the idle sweep and closes every idle connection. */
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.sweeper);
+    this.closeIdle();
+  }
+}

@@ -1,0 +1,82 @@
+// One TCP or TLS connection as the gate writes to it. Bun's socket.write() sends what the
+// kernel takes and returns the count, so the rest waits here until the drain event.
+// test/bun-behaviour.test.ts pins that behaviour of Bun.
+import type { Socket } from "bun";
+
+/** Bytes queued beyond which a writer should stop reading from its source. */
+export const HIGH_WATER_BYTES = 256 * 1024;
+
+export class Wire {
+  private queue: Buffer[] = [];
+  private queued = 0;
+  private ending = false;
+  /** True once the socket is closed or destroyed; writes are dropped from then on. */
+  closed = false;
+  /** Called when the queue falls below the high-water mark after a write returned false. */
+  onDrain: (() => void) | null = null;
+
+  constructor(readonly socket: Socket<unknown>) {}
+
+  /** Bytes accepted but not yet taken by the kernel. */
+  get pending(): number {
+    return this.queued;
+  }
+
+  /** Writes `data`; returns false when the caller should wait for onDrain before writing more. */
+  write(data: Buffer): boolean {
+    if (this.closed || this.ending || data.length === 0) return !this.closed;
+    if (this.queued === 0) {
+      const written = this.socket.write(data);
+      if (written === data.length) return true;
+      if (written < 0) return false;
+      const rest = data.subarray(Math.max(written, 0));
+      this.queue.push(rest);
+      this.queued += rest.length;
+    } else {
+      this.queue.push(data);
+      this.queued += data.length;
+    }
+    return this.queued < HIGH_WATER_BYTES;
+  }
+
+  /** Writes what is queued; called from the socket's drain event. */
+  flush(): void {
+    while (this.queue.length > 0 && !this.closed) {
+      const head = this.queue[0]!;
+      const written = this.socket.write(head);
+      if (written < 0) return;
+      this.queued -= written;
+      if (written < head.length) {
+        this.queue[0] = head.subarray(written);
+        return;
+      }
+      this.queue.shift();
+    }
+    if (this.ending && this.queued === 0) this.socket.end();
+    else if (this.queued < HIGH_WATER_BYTES) this.onDrain?.();
+  }
+
+  /** Closes the sending side once everything queued is written. */
+  end(data?: Buffer): void {
+    if (data !== undefined) this.write(data);
+    if (this.ending || this.closed) return;
+    this.ending = true;
+    if (this.queued === 0) this.socket.end();
+  }
+
+  /** Closes the connection now, dropping anything queued. */
+  destroy(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue = [];
+    this.queued = 0;
+    this.socket.terminate();
+  }
+
+  /** Marks the wire closed after the socket's close event. */
+  markClosed(): void {
+    this.closed = true;
+    this.queue = [];
+    this.queued = 0;
+  }
+}
