@@ -12,7 +12,7 @@ import type { RejectionLog } from "./rejection-log.ts";
 import { fixedResponseBytes, gateError, rejection, type FixedResponse } from "./responses.ts";
 import { parseRequestTarget, type RequestTarget } from "./target.ts";
 import { isValidHandshake, isWebSocketUpgrade, Tunnel, type TunnelClient, type UpgradeOptions, type TunnelRegistry } from "./websocket.ts";
-import { Wire } from "./wire.ts";
+import { HIGH_WATER_BYTES, Wire } from "./wire.ts";
 
 /** Everything a request needs that a reload can change. */
 export interface GateState {
@@ -23,6 +23,8 @@ export interface GateState {
   readonly protocol: "http" | "https";
   /** Idle time of a kept-alive client connection, in milliseconds. */
   readonly idleTimeoutMs: number;
+  /** Time a client has for a request head, and the longest pause in a request body, in milliseconds. */
+  readonly clientTimeoutMs: number;
 }
 
 /** What connections share: the current state and the bookkeeping for shutdown. */
@@ -37,10 +39,10 @@ export interface ConnectionHost {
   countInFlight(change: number): void;
 }
 
-/** Time a client has to send a request head, in milliseconds. */
-export const HEADERS_TIMEOUT_MS = 60_000;
 /** Time a closing connection may take to read what the client still sends, in milliseconds. */
 const LINGER_MS = 5_000;
+const CR = 0x0d;
+const LF = 0x0a;
 
 type Phase = "head" | "exchange" | "tunnel" | "closing";
 
@@ -72,9 +74,17 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   private buffer: Buffer | null = null;
   private exchange: Exchange | null = null;
   private tunnel: Tunnel | null = null;
-  private paused = false;
   /** The client has sent FIN: answer what is complete, then close. */
   private ended = false;
+  /** Bytes at the start of `buffer` already searched for the end of the head. */
+  private scanned = 0;
+  /** Growable storage for a head that arrives in pieces; `buffer` is a view of it. */
+  private store: Buffer | null = null;
+  /** Counts reads and drains; the sweep takes an unchanged count for a stalled connection. */
+  progress = 0;
+  private sweptProgress = 0;
+  /** The peer's address, read once: Bun computes it on every access. */
+  private readonly address: string;
   /** performance.now() when the connection became idle, the head began, or closing began. */
   private since = performance.now();
 
@@ -83,7 +93,14 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
     private readonly host: ConnectionHost,
   ) {
     this.wire = new Wire(socket);
+    this.address = socket.remoteAddress;
     this.wire.onDrain = () => {
+      this.progress++;
+      if (this.phase === "head") {
+        this.resumeReading();
+        if (this.buffer !== null) this.readHeads();
+        return;
+      }
       this.exchange?.onClientDrain();
       this.tunnel?.onClientDrain();
     };
@@ -94,14 +111,11 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   }
 
   onData(chunk: Buffer): void {
+    this.progress++;
     switch (this.phase) {
       case "head":
-        if (this.buffer === null) {
-          this.buffer = chunk;
-          this.since = performance.now();
-        } else {
-          this.buffer = Buffer.concat([this.buffer, chunk]);
-        }
+        if (this.buffer === null) this.since = performance.now();
+        this.appendHead(chunk);
         this.readHeads();
         return;
       case "exchange": {
@@ -112,8 +126,8 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
           return;
         }
         // A pipelined request waits until the exchange is over.
-        this.buffer = this.buffer === null ? chunk : Buffer.concat([this.buffer, chunk]);
-        if (this.buffer.length > MAX_HEAD_BYTES) this.pauseReading();
+        this.appendHead(chunk);
+        if (this.buffer!.length > MAX_HEAD_BYTES) this.pauseReading();
         return;
       }
       case "tunnel":
@@ -124,16 +138,57 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
     }
   }
 
+  /**
+   * Adds bytes to the head being read. A head that arrives in many small pieces is
+   * collected in storage that grows geometrically, so it costs linear work, not quadratic.
+   */
+  private appendHead(chunk: Buffer): void {
+    if (this.buffer === null) {
+      this.buffer = chunk;
+      this.scanned = 0;
+      return;
+    }
+    const length = this.buffer.length;
+    const needed = length + chunk.length;
+    let store = this.store;
+    if (store === null || store.buffer !== this.buffer.buffer || store.byteOffset !== this.buffer.byteOffset || needed > store.length) {
+      store = Buffer.allocUnsafe(Math.max(needed * 2, 4096));
+      this.buffer.copy(store, 0);
+      this.store = store;
+    }
+    chunk.copy(store, length);
+    this.buffer = store.subarray(0, needed);
+  }
+
   /** Handles every complete head in the buffer, in order, while the connection stays in "head". */
   private readHeads(): void {
     while (this.phase === "head" && this.buffer !== null) {
-      const buffer = this.buffer;
-      const end = headEnd(buffer);
-      if (end < 0) {
-        if (buffer.length > MAX_HEAD_BYTES) this.refuse(gateError(431, "Request Header Fields Too Large", "GET"));
-        else if (this.ended) this.close();
+      // Responses the client has not read yet hold further requests back.
+      if (this.wire.pending >= HIGH_WATER_BYTES) {
+        this.pauseReading();
         return;
       }
+      let buffer = this.buffer;
+      // RFC 9112 section 2.2: empty lines before a request line are ignored.
+      while (buffer.length >= 2 && buffer[0] === CR && buffer[1] === LF) {
+        buffer = buffer.subarray(2);
+        this.scanned = 0;
+      }
+      if (buffer.length === 0) {
+        this.buffer = null;
+        break;
+      }
+      this.buffer = buffer;
+      const end = headEnd(buffer, this.scanned);
+      if (end < 0) {
+        if (buffer.length > MAX_HEAD_BYTES) this.refuse(gateError(431, "Request Header Fields Too Large", "GET"));
+        else if (hasBareLineFeed(buffer, this.scanned)) {
+          this.refuse(gateError(400, "Bad Request: a line ends without CR", "GET"));
+        } else if (this.ended) this.close();
+        else this.scanned = Math.max(0, buffer.length - 3);
+        return;
+      }
+      this.scanned = 0;
       const parsed = parseRequestHead(buffer, end);
       if (!parsed.ok) {
         this.refuse(gateError(parsed.status, parsed.message, "GET"));
@@ -163,7 +218,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
     }
     const { target, decision, isUpgrade } = checked;
     metrics.countDecision(decision);
-    const address = this.wire.socket.remoteAddress;
+    const address = this.address;
     if (target === null || decision.outcome === "rejected") {
       this.host.rejections.record({
         client: address,
@@ -249,15 +304,11 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   }
 
   pauseReading(): void {
-    if (this.paused) return;
-    this.paused = true;
-    this.wire.socket.pause();
+    this.wire.pause();
   }
 
   resumeReading(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.wire.socket.resume();
+    this.wire.resume();
   }
 
   /**
@@ -319,7 +370,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
       case "head":
         if (this.buffer === null) {
           if (now - this.since > state.idleTimeoutMs) this.close();
-        } else if (now - this.since > HEADERS_TIMEOUT_MS) {
+        } else if (now - this.since > state.clientTimeoutMs) {
           this.refuse(gateError(408, "Request Timeout", "GET"));
         }
         return;
@@ -329,8 +380,24 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
       case "closing":
         if (now - this.since > LINGER_MS) this.wire.destroy();
         return;
-      case "exchange":
+      case "exchange": {
+        if (this.progress !== this.sweptProgress) {
+          this.sweptProgress = this.progress;
+          this.since = now;
+          return;
+        }
+        const limit = this.exchange!.stallLimitMs(state.clientTimeoutMs);
+        if (limit !== null && now - this.since > limit) this.exchange!.stalled();
         return;
+      }
     }
   }
+}
+
+/** Reports whether `buffer` has a LF without a CR before it, at or after `from`. */
+function hasBareLineFeed(buffer: Buffer, from: number): boolean {
+  for (let index = buffer.indexOf(LF, from); index >= 0; index = buffer.indexOf(LF, index + 1)) {
+    if (index === 0 || buffer[index - 1] !== CR) return true;
+  }
+  return false;
 }

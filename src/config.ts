@@ -23,6 +23,7 @@ export interface Config {
   readonly trustedProxies: readonly string[];
   readonly maxBodyBytes: number;
   readonly upstreamTimeoutMs: number;
+  readonly clientTimeoutMs: number;
   readonly idleTimeoutSeconds: number;
   readonly shutdownGraceMs: number;
   /** Admin listener for health checks and metrics; null when off. */
@@ -379,6 +380,7 @@ export function loadConfig(sources: ConfigSources): Config {
     trustedProxies: parseTrustedProxies(raw("trusted-proxy"), problems),
     maxBodyBytes: parseSize(raw("max-body-size"), problems),
     upstreamTimeoutMs: parseSeconds(raw("upstream-timeout"), 1, 86400, problems) * 1000,
+    clientTimeoutMs: parseSeconds(raw("client-timeout"), 1, 3600, problems) * 1000,
     idleTimeoutSeconds: parseSeconds(raw("idle-timeout"), 10, 255, problems),
     shutdownGraceMs: parseSeconds(raw("shutdown-grace"), 0, 3600, problems) * 1000,
     adminListen: parseAdminListen(raw("admin-listen"), problems),

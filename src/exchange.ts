@@ -3,7 +3,7 @@
 // socket on one side stops reading on the other.
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import { clientResponseHead, upstreamRequestHead, type ClientInfo } from "./headers.ts";
+import { clientResponseHead, headerValue, upstreamRequestHead, type ClientInfo } from "./headers.ts";
 import {
   ChunkedDecoder,
   encodeChunk,
@@ -22,6 +22,8 @@ import { HIGH_WATER_BYTES, type Wire } from "./wire.ts";
 /** What an exchange needs from the client connection it serves. */
 export interface ExchangeClient {
   readonly wire: Wire;
+  /** Counts progress on the connection; the exchange adds Mattermost's reads to it. */
+  progress: number;
   /** True once the gate is shutting down: responses then close the connection. */
   readonly closing: boolean;
   pauseReading(): void;
@@ -49,8 +51,16 @@ export interface ForwardSettings {
 const SMALL_BODY_BYTES = 64 * 1024;
 /** Request bytes kept for a retry after a reused upstream connection fails; more are not retried. */
 const RETRY_BYTES = 64 * 1024;
-/** Requests with larger bodies skip reused connections idle longer than this, in ms. */
+/**
+ * Requests that are not sent again after a failure skip reused connections idle longer
+ * than this, in ms, so that they rarely meet one that Mattermost is closing.
+ */
 const FRESH_IDLE_MS = 2_000;
+/**
+ * Methods sent again on a new connection when a reused one closes before any response
+ * byte. Only safe methods: Mattermost may have acted on anything else before closing.
+ */
+const RETRIED_METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS"]);
 
 /** Methods the gate never forwards: Mattermost serves neither, and TRACE echoes credentials. */
 const REJECTED_METHODS: ReadonlySet<string> = new Set(["CONNECT", "TRACE"]);
@@ -140,8 +150,9 @@ export class Exchange implements UpstreamHandler {
     const { pool, upstreamTimeoutMs } = this.settings;
     if (this.head.expectContinue && !this.requestDone) this.client.wire.write(CONTINUE);
     this.timer = setTimeout(() => this.timedOut(), upstreamTimeoutMs);
-    const large = this.head.framing.kind === "chunked" || this.bodyRemaining > RETRY_BYTES;
-    const idle = pool.take(large ? FRESH_IDLE_MS : undefined);
+    const retried =
+      RETRIED_METHODS.has(this.method) && this.head.framing.kind !== "chunked" && this.bodyRemaining <= RETRY_BYTES;
+    const idle = pool.take(retried ? undefined : FRESH_IDLE_MS);
     if (idle !== null) this.attach(idle);
     else this.connect();
   }
@@ -241,7 +252,7 @@ export class Exchange implements UpstreamHandler {
 
   /** The client can take more: resume reading Mattermost's response. */
   onClientDrain(): void {
-    if (!this.finished && this.upstream !== null) this.upstream.wire.socket.resume();
+    if (!this.finished && this.upstream !== null) this.upstream.wire.resume();
   }
 
   // UpstreamHandler
@@ -251,6 +262,7 @@ export class Exchange implements UpstreamHandler {
 
   onData(chunk: Buffer): void {
     if (this.finished) return;
+    this.client.progress++;
     this.responseBytesSeen = true;
     this.sent = null;
     if (this.response === null) {
@@ -278,6 +290,12 @@ export class Exchange implements UpstreamHandler {
       // Interim responses (100 Continue, 103 Early Hints) are the gate's to skip.
       if (parsed.head.status >= 200) {
         this.partialHead = null;
+        if (transferCodings(parsed.head) !== "chunked") {
+          this.badGateway("unsupported transfer coding");
+          return;
+        }
+        // Bytes after a response without a body belong to no response.
+        if (buffer.length > 0 && parsed.head.framing.kind === "none") this.upstreamReusable = false;
         this.startResponse(parsed.head);
         if (buffer.length > 0 && !this.finished) this.relay(buffer);
         return;
@@ -304,6 +322,9 @@ export class Exchange implements UpstreamHandler {
       else this.upstreamReusable = false;
     } else if (framing.kind === "length") {
       this.responseRemaining = framing.length;
+    } else if (response.status === 204) {
+      // RFC 9110 section 8.6: a 204 has no Content-Length.
+      keepLength = false;
     }
     if (!response.keepAlive) this.upstreamReusable = false;
     // A response that starts before the request body is complete ends the client
@@ -370,7 +391,7 @@ export class Exchange implements UpstreamHandler {
   }
 
   private toClient(data: Buffer): void {
-    if (!this.client.wire.write(data) && this.upstream !== null) this.upstream.wire.socket.pause();
+    if (!this.client.wire.write(data) && this.upstream !== null) this.upstream.wire.pause();
   }
 
   private sendCollected(): void {
@@ -395,7 +416,7 @@ export class Exchange implements UpstreamHandler {
     this.upstream = null;
     if (upstream !== null) {
       if (this.upstreamReusable && this.requestDone) {
-        upstream.wire.socket.resume();
+        upstream.wire.resume();
         this.settings.pool.release(upstream);
       } else {
         upstream.handler = null;
@@ -405,12 +426,13 @@ export class Exchange implements UpstreamHandler {
     this.client.exchangeDone(!this.closeClient && this.requestDone);
   }
 
-  onClose(): void {
+  onClose(clean: boolean): void {
     if (this.finished) return;
     const upstream = this.upstream;
     this.upstream = null;
     if (this.response === null) {
-      if (!this.responseBytesSeen && this.sent !== null && upstream !== null && upstream.served > 0) {
+      const retried = RETRIED_METHODS.has(this.method) && this.sent !== null;
+      if (!this.responseBytesSeen && retried && upstream !== null && upstream.served > 0) {
         this.retry();
         return;
       }
@@ -419,7 +441,8 @@ export class Exchange implements UpstreamHandler {
       this.fail(gateError(502, "Bad Gateway: Mattermost closed the connection", this.method));
       return;
     }
-    if (this.response.framing.kind === "close" && this.collected === null) {
+    // A body delimited by the connection ends with a clean close, never with an error.
+    if (this.response.framing.kind === "close" && this.collected === null && clean) {
       if (this.rechunk) this.client.wire.write(LAST_CHUNK);
       this.upstreamReusable = false;
       this.responseComplete();
@@ -482,6 +505,40 @@ export class Exchange implements UpstreamHandler {
     this.fail(gateError(504, `Gateway Timeout: Mattermost did not respond within ${seconds} s`, this.method));
   }
 
+  /**
+   * How long the exchange may go without progress before the sweep calls `stalled`, in
+   * ms: the client timeout while the request body arrives, the upstream timeout while
+   * the response does, and null while it waits for the response head, which the upstream
+   * timer covers.
+   */
+  stallLimitMs(clientTimeoutMs: number): number | null {
+    if (this.finished) return null;
+    if (!this.requestDone) return clientTimeoutMs;
+    return this.response === null ? null : this.settings.upstreamTimeoutMs;
+  }
+
+  /** Ends an exchange on which neither side has moved for longer than `stallLimitMs`. */
+  stalled(): void {
+    const { logger, metrics, upstreamTimeoutMs } = this.settings;
+    if (!this.requestDone && this.response === null) {
+      logger.warn({ method: this.method, path: this.target.path }, "request body stalled");
+      this.fail(gateError(408, "Request Timeout: the request body stopped arriving", this.method));
+      return;
+    }
+    if (this.collected !== null) {
+      metrics.countUpstreamError("timeout");
+      logger.error({ method: this.method, path: this.target.path, timeout_seconds: upstreamTimeoutMs / 1000 }, "upstream timed out");
+      this.collected = null;
+      this.fail(gateError(504, "Gateway Timeout: Mattermost's response stopped arriving", this.method));
+      return;
+    }
+    // Either Mattermost stopped sending or the client stopped reading; the head is out,
+    // so cutting both connections is the only way to end it.
+    logger.warn({ method: this.method, path: this.target.path }, "response stalled");
+    this.abort();
+    this.client.wire.destroy();
+  }
+
   /** Answers with the gate's own response before any of Mattermost's has been sent. */
   private fail(response: FixedResponse): void {
     if (this.finished) return;
@@ -516,3 +573,12 @@ export class Exchange implements UpstreamHandler {
   }
 }
 
+/**
+ * Returns "chunked" when the response has no transfer coding or only chunked, the one
+ * coding the gate can relay: anything else would reach the client still encoded,
+ * with nothing to say so.
+ */
+function transferCodings(response: ResponseHead): string {
+  const value = headerValue(response.headers, "transfer-encoding");
+  return value === null ? "chunked" : value.trim().toLowerCase();
+}

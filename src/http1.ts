@@ -58,8 +58,8 @@ const CRLF_CRLF = Buffer.from("\r\n\r\n");
  * Finds the end of a head in `buffer`: the index just past the empty line, or -1 when the
  * head is not complete yet.
  */
-export function headEnd(buffer: Buffer): number {
-  const index = buffer.indexOf(CRLF_CRLF);
+export function headEnd(buffer: Buffer, from = 0): number {
+  const index = buffer.indexOf(CRLF_CRLF, from);
   return index < 0 ? -1 : index + 4;
 }
 

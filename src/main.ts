@@ -164,7 +164,7 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
     const rule = gate.whitelist.rules.find((candidate) => candidate.name === decision.rule);
     console.log(`outcome: forwarded without the secret, by rule ${decision.rule} (${rule?.nginx ?? ""})`);
   } else if (decision.outcome === "allowed" && !isForwardable(parsed.target)) {
-    console.log(`outcome: 400, because fetch() would not send the target as it is (not in canonical form)`);
+    console.log(`outcome: 400, because the path is not in canonical form, so Mattermost could route it elsewhere`);
   } else if (decision.outcome === "allowed") {
     console.log(`outcome: forwarded, secret "${decision.label}" accepted`);
   } else {

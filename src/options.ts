@@ -102,7 +102,16 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "SECONDS",
     defaultValue: "600",
     repeatable: false,
-    help: "Time allowed for Mattermost to start its response; then the client gets 504.",
+    help: "Time allowed for Mattermost to start its response, and the longest pause within it; then the client gets 504.",
+  },
+  {
+    flag: "client-timeout",
+    env: "PREAUTH_GATE_CLIENT_TIMEOUT",
+    fileKey: "client_timeout",
+    valueName: "SECONDS",
+    defaultValue: "60",
+    repeatable: false,
+    help: "Time a client has to send a request head, and the longest pause within a request body; then it gets 408.",
   },
   {
     flag: "idle-timeout",

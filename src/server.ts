@@ -58,6 +58,7 @@ function buildState(config: Config, logger: Logger, metrics: Metrics, pool: Upst
     isTrustedProxy: trustedProxyMatcher(config.trustedProxies),
     protocol: config.tls === null ? "http" : "https",
     idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+    clientTimeoutMs: config.clientTimeoutMs,
   };
 }
 

@@ -1,10 +1,9 @@
-// The request target as the gate sees it, and the upstream URL built from it.
+// The request target as the gate sees it.
 //
-// node:http hands the gate the raw request target as `req.url`, exactly as the client
-// wrote it: dot segments, "\" and percent-escapes are all still there. The gate matches
-// that raw path, and forwards a request only when fetch() would send the same path and
-// query, so Mattermost receives exactly what was classified.
-// test/bun-behaviour.test.ts pins the behaviour of Bun that this relies on.
+// The gate's own parser (src/http1.ts) hands over the raw request target exactly as the
+// client wrote it: dot segments, "\" and percent-escapes are all still there. The gate
+// matches that raw path and writes the same path and query into the request line it
+// sends to Mattermost, so Mattermost receives exactly what was classified.
 
 /** A request target split into the path the gate matches and the query it forwards. */
 export interface RequestTarget {
@@ -29,8 +28,8 @@ const ABSOLUTE_FORM_PREFIX = /^https?:\/\/[^/?]*/i;
  * connects to the configured upstream. Every other form (`*`, authority-form) is malformed.
  */
 export function parseRequestTarget(raw: string): ParsedTarget {
-  // A raw "#" is not allowed in a request target (RFC 9112 section 3.2), and fetch()
-  // would drop everything after it, so the gate would forward less than it matched.
+  // A raw "#" is not allowed in a request target (RFC 9112 section 3.2), and a server
+  // that drops everything after it would route less than the gate matched.
   if (raw.includes("#")) return { ok: false, problem: "fragment" };
   let pathAndQuery: string;
   if (raw.startsWith("/")) {
@@ -61,14 +60,12 @@ const PLAIN_PATH = /^[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$/;
 const DOT_SEGMENT_START = /\/(?:\.|%2e)/i;
 
 /**
- * Reports whether fetch() sends the path unchanged. fetch() parses the URL again: it
- * resolves dot segments, turns "\\" into "/", percent-encodes characters such as `"`, `{`,
- * `^` and backtick, and (in Bun) sends a path starting with "//" as "/". A path that any
- * of this would change cannot be forwarded as it was matched.
+ * Reports whether the path is in the canonical form a URL parser leaves unchanged: no dot
+ * segments, no "\\", no leading "//" and no character that needs a percent-escape, such
+ * as `"`, `{`, `^` or backtick. Mattermost's router cleans any other path before routing
+ * it, or redirects it, so the gate forwards only paths that reach the route it matched.
  *
- * The query only ever gets percent-encoded (`'`, `"`, `<`, `>` and non-ASCII characters),
- * which leaves its decoded value unchanged, and it never takes part in matching, so it
- * is not checked.
+ * The query never takes part in matching or routing, so it is not checked.
  */
 export function isForwardable(target: RequestTarget): boolean {
   if (target.path.startsWith("//")) return false;
@@ -78,9 +75,4 @@ export function isForwardable(target: RequestTarget): boolean {
   } catch {
     return false;
   }
-}
-
-/** Builds the upstream URL: the configured origin, the matched path and the original query. */
-export function upstreamUrl(origin: string, target: RequestTarget): string {
-  return origin + targetString(target);
 }

@@ -6,8 +6,11 @@ import { Wire } from "./wire.ts";
 /** What the connection's current user is told about it. */
 export interface UpstreamHandler {
   onData(chunk: Buffer): void;
-  /** The connection closed, failed or was ended by Mattermost. Called at most once per user. */
-  onClose(): void;
+  /**
+   * The connection closed, failed or was ended by Mattermost; `clean` is false after an
+   * error. Called at most once per user.
+   */
+  onClose(clean: boolean): void;
   onDrain(): void;
 }
 
@@ -24,11 +27,11 @@ export class UpstreamConnection {
   }
 
   /** Tells the current user that the connection is gone, once. */
-  lost(): void {
+  lost(clean: boolean): void {
     this.wire.markClosed();
     const handler = this.handler;
     this.handler = null;
-    handler?.onClose();
+    handler?.onClose(clean);
   }
 }
 
@@ -69,14 +72,14 @@ const handlers = {
     socket.data.wire.flush();
   },
   end(socket: Socket<UpstreamConnection>) {
-    socket.data.lost();
+    socket.data.lost(true);
     socket.end();
   },
-  close(socket: Socket<UpstreamConnection>) {
-    socket.data.lost();
+  close(socket: Socket<UpstreamConnection>, error?: Error) {
+    socket.data.lost(error === undefined);
   },
   error(socket: Socket<UpstreamConnection>) {
-    socket.data.lost();
+    socket.data.lost(false);
   },
 };
 

@@ -153,7 +153,7 @@ export class Tunnel implements UpstreamHandler {
   }
 
   onClientDrain(): void {
-    if (this.upgraded && this.upstream !== null) this.upstream.wire.socket.resume();
+    if (this.upgraded && this.upstream !== null) this.upstream.wire.resume();
   }
 
   /** The client connection closed: end Mattermost's once what it sent is written. */
@@ -173,7 +173,7 @@ export class Tunnel implements UpstreamHandler {
     this.lastActivity = performance.now();
     if (this.upgraded) {
       this.options.metrics.countBytes("out", chunk.length);
-      if (!this.client.wire.write(chunk)) this.upstream?.wire.socket.pause();
+      if (!this.client.wire.write(chunk)) this.upstream?.wire.pause();
       return;
     }
     const response = this.response === null ? chunk : Buffer.concat([this.response, chunk]);

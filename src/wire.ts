@@ -12,6 +12,7 @@ export class Wire {
   private ending = false;
   /** True once the socket is closed or destroyed; writes are dropped from then on. */
   closed = false;
+  private paused = false;
   /** Called when the queue falls below the high-water mark after a write returned false. */
   onDrain: (() => void) | null = null;
 
@@ -54,6 +55,20 @@ export class Wire {
     }
     if (this.ending && this.queued === 0) this.socket.end();
     else if (this.queued < HIGH_WATER_BYTES) this.onDrain?.();
+  }
+
+  /** Stops reading from the peer, so that its writes back up; a no-op when already paused. */
+  pause(): void {
+    if (this.paused || this.closed) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  /** Reads from the peer again; a no-op unless paused. */
+  resume(): void {
+    if (!this.paused || this.closed) return;
+    this.paused = false;
+    this.socket.resume();
   }
 
   /** Closes the sending side once everything queued is written. */

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { createSecretChecker, type SecretEntry } from "../src/secrets.ts";
-import { isForwardable, parseRequestTarget, upstreamUrl } from "../src/target.ts";
+import { isForwardable, parseRequestTarget, targetString } from "../src/target.ts";
 import { compileWhitelist } from "../src/whitelist.ts";
 import { gateFor, gateOutcome, type GateOutcome } from "./support/gate-pipeline.ts";
 import {
@@ -232,27 +232,17 @@ describe("secret check", () => {
   });
 });
 
-const upstreamOrigin = fc
-  .tuple(
-    fc.constantFrom("http", "https"),
-    fc.constantFrom("127.0.0.1", "localhost", "mattermost.internal", "[::1]", "10.0.0.7"),
-    fc.option(fc.integer({ min: 1, max: 65535 }), { nil: null }),
-  )
-  .map(([scheme, host, port]) => new URL(`${scheme}://${host}${port === null ? "" : `:${port}`}`).origin);
-
 describe("forwarded target", () => {
-  test("is the upstream origin, the matched path and the query", () => {
+  test("the request line sent upstream carries the matched path and the query", () => {
     fc.assert(
-      fc.property(upstreamOrigin, anyTarget, (origin, probe) => {
+      fc.property(anyTarget, (probe) => {
         const parsed = parseRequestTarget(probe.target);
         if (!parsed.ok) return;
         const { path, query } = parsed.target;
-        const forwarded = upstreamUrl(origin, parsed.target);
-        expect(forwarded).toBe(query === null ? origin + path : `${origin}${path}?${query}`);
+        expect(targetString(parsed.target)).toBe(query === null ? path : `${path}?${query}`);
         if (!isForwardable(parsed.target)) return;
-        const sent = new URL(forwarded);
-        expect(sent.origin).toBe(origin);
-        expect(sent.pathname).toBe(path);
+        // A forwardable path is one that a URL parser, like Mattermost's router, leaves as it is.
+        expect(new URL(`http://mattermost.internal${path}`).pathname).toBe(path);
       }),
       { numRuns: 10_000 },
     );

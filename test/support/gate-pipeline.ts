@@ -1,7 +1,7 @@
-// What the gate's server does with a raw request target, without the network: node:http
-// hands the raw target over as req.url, parseRequestTarget splits it, the gate decides,
-// and isForwardable checks that fetch() would send the path unchanged. Property tests
-// run this on generated targets; the wire tests check the real server.
+// What the gate's server does with a raw request target, without the network: the parser
+// hands the raw target over, parseRequestTarget splits it, the gate decides, and
+// isForwardable checks that the path is in canonical form. Property tests run this on
+// generated targets; the wire tests check the real server.
 import type { Config } from "../../src/config.ts";
 import { createGate, type Gate } from "../../src/gate.ts";
 import { isForwardable, parseRequestTarget, targetString } from "../../src/target.ts";
