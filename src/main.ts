@@ -1,11 +1,10 @@
 #!/usr/bin/env bun
 // Entry point of the preauth-gate executable.
-import { randomBytes } from "node:crypto";
 import packageJson from "../package.json" with { type: "json" };
 import { helpText, parseCommandLine, UsageError, type ParsedCommandLine } from "./cli.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createGate } from "./gate.ts";
-import { startAdminServer, type AdminServer } from "./admin.ts";
+import type { AdminServer } from "./admin.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { startGate, type RunningGate } from "./server.ts";
@@ -41,15 +40,18 @@ async function serve(commandLine: ParsedCommandLine): Promise<void> {
   const logger = createLogger(config.logLevel);
   const metrics = createMetrics();
   metrics.addSecretLabels(config.secrets.map((secret) => secret.label));
+  // The admin listener's modules (hono, and prom-client at the first scrape) are loaded
+  // only when it is configured, so a gate without it keeps a smaller footprint.
+  const adminModule = config.adminListen === null ? null : await import("./admin.ts");
 
   let current = config;
   let admin: AdminServer | null = null;
   let starting: Promise<RunningGate>;
   try {
     admin =
-      config.adminListen === null
+      config.adminListen === null || adminModule === null
         ? null
-        : startAdminServer({
+        : adminModule.startAdminServer({
             hostname: config.adminListen.hostname,
             port: config.adminListen.port,
             metrics,
@@ -189,7 +191,7 @@ function main(argv: readonly string[]): void {
       console.log(`preauth-gate ${VERSION} (Bun ${Bun.version})`);
       return;
     case "secret":
-      console.log(randomBytes(32).toString("base64"));
+      console.log(Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"));
       return;
     case "check":
       check(loadOrExit(commandLine));

@@ -1,8 +1,9 @@
 // Prometheus metrics. The request path only adds to plain numbers, and the prom-client
 // metrics copy them in their collect() callbacks when the registry is scraped, because a
 // label-bound prom-client child hashes its labels again on every call. bench/metrics.md
-// records both costs as measured by bench/metrics.ts.
-import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from "prom-client";
+// records both costs as measured by bench/metrics.ts. prom-client is loaded at the first
+// scrape, so a gate without the admin listener does not carry its 16 MB.
+import type { Metric, Registry } from "prom-client";
 import type { Decision } from "./gate.ts";
 import type { RejectReason } from "./secrets.ts";
 
@@ -89,13 +90,24 @@ class LatencyHistogram {
 }
 
 type CounterSample = readonly [Record<string, string>, number];
+type PromClient = typeof import("prom-client");
+
+/** The text exposition format 0.0.4, as prom-client's default registry serves it. */
+const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 /**
  * Registers a counter that copies `samples()` at each scrape. A sample at 0 is exposed
  * too, so that rate() and increase() include the first increment.
  */
-function addCounter(register: Registry, name: string, labelNames: string[], help: string, samples: () => CounterSample[]) {
-  new Counter({
+function addCounter(
+  prom: PromClient,
+  register: Registry,
+  name: string,
+  labelNames: string[],
+  help: string,
+  samples: () => CounterSample[],
+) {
+  new prom.Counter({
     name: `${METRIC_PREFIX}${name}`,
     help,
     labelNames,
@@ -121,10 +133,6 @@ const EXCLUDED_DEFAULT_METRICS = ["total", "used", "available"].map((kind) => `$
  * neither handles nor garbage collections to them.
  */
 export function createMetrics(): Metrics {
-  const register = new Registry();
-  collectDefaultMetrics({ register, prefix: METRIC_PREFIX });
-  for (const name of EXCLUDED_DEFAULT_METRICS) register.removeSingleMetric(name);
-
   // The numbers the request path adds to.
   let whitelisted = 0;
   let allowed = 0;
@@ -134,31 +142,41 @@ export function createMetrics(): Metrics {
   const bytes = { in: 0, out: 0 };
   let openWebSockets = 0;
 
-  addCounter(register, "requests_total", ["outcome", "reason"], "Requests decided by the gate, by outcome, and by reason for rejected ones.", () => [
-    [{ outcome: "whitelisted", reason: "" }, whitelisted],
-    [{ outcome: "allowed", reason: "" }, allowed],
-    ...REJECT_REASONS.map((reason): CounterSample => [{ outcome: "rejected", reason }, rejected[reason]]),
-  ]);
-  addCounter(register, "accepted_requests_total", ["secret"], "Requests allowed by a secret, by the secret's label.", () =>
-    [...acceptedBySecret].map(([secret, slot]): CounterSample => [{ secret }, slot.count]),
-  );
-  addCounter(register, "upstream_errors_total", ["kind"], "Failed upstream requests: unreachable, timeout or cut-off body.", () =>
-    UPSTREAM_ERROR_KINDS.map((kind): CounterSample => [{ kind }, upstreamErrors[kind]]),
-  );
-  addCounter(register, "bytes_total", ["direction"], "Body bytes and WebSocket bytes, frame headers included: in from clients, out to clients.", () => [
-    [{ direction: "in" }, bytes.in],
-    [{ direction: "out" }, bytes.out],
-  ]);
-  new Gauge({
-    name: `${METRIC_PREFIX}websocket_connections`,
-    help: "Open WebSocket connections bridged to the upstream.",
-    registers: [register],
-    collect() {
-      this.set(openWebSockets);
-    },
-  });
   const latency = new LatencyHistogram();
-  register.registerMetric(latency as unknown as Metric);
+
+  /** Builds the registry over the plain numbers; runs once, at the first scrape. */
+  async function buildRegistry(): Promise<Registry> {
+    const prom: PromClient = await import("prom-client");
+    const register = new prom.Registry();
+    prom.collectDefaultMetrics({ register, prefix: METRIC_PREFIX });
+    for (const name of EXCLUDED_DEFAULT_METRICS) register.removeSingleMetric(name);
+    addCounter(prom, register, "requests_total", ["outcome", "reason"], "Requests decided by the gate, by outcome, and by reason for rejected ones.", () => [
+      [{ outcome: "whitelisted", reason: "" }, whitelisted],
+      [{ outcome: "allowed", reason: "" }, allowed],
+      ...REJECT_REASONS.map((reason): CounterSample => [{ outcome: "rejected", reason }, rejected[reason]]),
+    ]);
+    addCounter(prom, register, "accepted_requests_total", ["secret"], "Requests allowed by a secret, by the secret's label.", () =>
+      [...acceptedBySecret].map(([secret, slot]): CounterSample => [{ secret }, slot.count]),
+    );
+    addCounter(prom, register, "upstream_errors_total", ["kind"], "Failed upstream requests: unreachable, timeout or cut-off body.", () =>
+      UPSTREAM_ERROR_KINDS.map((kind): CounterSample => [{ kind }, upstreamErrors[kind]]),
+    );
+    addCounter(prom, register, "bytes_total", ["direction"], "Body bytes and WebSocket bytes, frame headers included: in from clients, out to clients.", () => [
+      [{ direction: "in" }, bytes.in],
+      [{ direction: "out" }, bytes.out],
+    ]);
+    new prom.Gauge({
+      name: `${METRIC_PREFIX}websocket_connections`,
+      help: "Open WebSocket connections bridged to the upstream.",
+      registers: [register],
+      collect() {
+        this.set(openWebSockets);
+      },
+    });
+    register.registerMetric(latency as unknown as Metric);
+    return register;
+  }
+  let registry: Promise<Registry> | null = null;
 
   function secretSlot(label: string): { count: number } {
     let slot = acceptedBySecret.get(label);
@@ -198,7 +216,7 @@ export function createMetrics(): Metrics {
     countBytes(direction, count) {
       if (count > 0) bytes[direction] += count;
     },
-    render: () => register.metrics(),
-    contentType: register.contentType,
+    render: async () => (await (registry ??= buildRegistry())).metrics(),
+    contentType: PROMETHEUS_CONTENT_TYPE,
   };
 }

@@ -1,5 +1,4 @@
 // The fixed responses the gate sends itself. None of them echoes request data.
-import { STATUS_CODES } from "node:http";
 
 export const REJECTION_BODY = "Forbidden: Invalid pre-authentication secret";
 
@@ -39,11 +38,33 @@ export function gateError(status: number, message: string, method: string): Fixe
   return fixed(status, "", `${message}\n`, method);
 }
 
-/** Reason phrases that node:http does not know. */
-const EXTRA_REASONS: Readonly<Record<number, string>> = { 499: "Client Closed Request" };
+/**
+ * Reason phrases (RFC 9110 section 15, and nginx's 499) of the statuses the gate sends
+ * itself, including those it passes on from a refused WebSocket handshake.
+ */
+const REASONS: Readonly<Record<number, string>> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  413: "Payload Too Large",
+  417: "Expectation Failed",
+  426: "Upgrade Required",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  499: "Client Closed Request",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
 
 export function reasonPhrase(status: number): string {
-  return STATUS_CODES[status] ?? EXTRA_REASONS[status] ?? "Unknown";
+  return REASONS[status] ?? "Unknown";
 }
 
 let cachedDate = new Date().toUTCString();

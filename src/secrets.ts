@@ -1,6 +1,5 @@
 // Pre-authentication secrets: validation of configured values and the constant-time
 // check of the header value a request presents.
-import { timingSafeEqual } from "node:crypto";
 
 /** A configured secret. The label is not secret and may appear in logs and metrics. */
 export interface SecretEntry {
@@ -64,7 +63,7 @@ export function createSecretChecker(
     for (let index = 0; index < digests.length; index++) {
       // Every digest is compared; the branch-free select keeps the loop's work the same
       // whichever entry matches.
-      const equal = timingSafeEqual(digest, digests[index]!) ? 1 : 0;
+      const equal = crypto.timingSafeEqual(digest, digests[index]!) ? 1 : 0;
       matched = equal * index + (1 - equal) * matched;
     }
     if (matched < 0) return { ok: false, reason: "wrong" };

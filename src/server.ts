@@ -3,7 +3,6 @@
 // configuration sits in one state object, so a reload swaps it in one assignment while
 // requests and WebSockets in flight keep going.
 import type { Socket, TCPSocketListener } from "bun";
-import { createSecureContext } from "node:tls";
 import { ClientConnection, type ConnectionHost, type GateState } from "./client.ts";
 import { trustedProxyMatcher, type Config } from "./config.ts";
 import { createGate, type Gate } from "./gate.ts";
@@ -152,6 +151,8 @@ export async function startGate(initialConfig: Config, logger: Logger, metrics: 
       }
       if (tlsChanged && next.tls !== null) {
         // Checks that the key matches the certificate before the running listener closes.
+        // node:tls is loaded only here, as it adds several megabytes to every process.
+        const { createSecureContext } = await import("node:tls");
         createSecureContext({ cert: next.tls.cert, key: next.tls.key });
         // NOTE: Bun cannot swap a listener's certificate, so the listener is replaced.
         // Connections that arrive between the close and the new bind are refused;

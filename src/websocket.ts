@@ -3,7 +3,6 @@
 // hop-by-hop headers removed. Once Mattermost responds with 101, the gate copies bytes
 // both ways, so the subprotocol it chose and every close code reach the client unchanged
 // and each direction has real backpressure. Any other status ends both connections.
-import { randomBytes } from "node:crypto";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { headerValue, upstreamRequestHead, type ClientInfo } from "./headers.ts";
@@ -67,7 +66,7 @@ export function closeFrame(code: number, reason: string, masked: boolean): Buffe
   // A control frame's payload is at most 125 bytes, so one length byte always fits.
   const header = Buffer.from([0x88, (masked ? 0x80 : 0) | payload.length]);
   if (!masked) return Buffer.concat([header, payload]);
-  const mask = randomBytes(4);
+  const mask = crypto.getRandomValues(new Uint8Array(4));
   for (let i = 0; i < payload.length; i++) payload[i]! ^= mask[i % 4]!;
   return Buffer.concat([header, mask, payload]);
 }

@@ -2,8 +2,8 @@
 // record what they received.
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Server } from "bun";
-import pino from "pino";
 import { READINESS_PATH, startAdminServer, type AdminServer } from "../src/admin.ts";
+import { createLogger } from "../src/log.ts";
 import { createMetrics, type Metrics } from "../src/metrics.ts";
 
 interface Received {
@@ -54,10 +54,7 @@ interface Admin {
 
 function startAdmin(upstreamOrigin: () => string): Admin {
   const logs: Admin["logs"] = [];
-  const logger = pino(
-    { level: "debug", formatters: { level: (label) => ({ level: label }) } },
-    { write: (line: string) => logs.push(JSON.parse(line)) },
-  );
+  const logger = createLogger("debug", (line) => logs.push(JSON.parse(line)));
   const metrics = createMetrics();
   const admin = startAdminServer({ hostname: "127.0.0.1", port: 0, metrics, upstreamOrigin, logger });
   cleanups.push(() => admin.stop());

@@ -1,8 +1,8 @@
 // The gate's Prometheus metrics, scraped over a real socket from the admin listener.
 import { afterEach, describe, expect, test } from "bun:test";
-import pino from "pino";
 import { startAdminServer } from "../src/admin.ts";
 import { createGate } from "../src/gate.ts";
+import { createLogger } from "../src/log.ts";
 import { createMetrics, LATENCY_BUCKETS, type Metrics } from "../src/metrics.ts";
 import type { SecretEntry } from "../src/secrets.ts";
 
@@ -55,7 +55,7 @@ function parseExposition(text: string): Exposition {
 /** Starts an admin listener on 127.0.0.1 for fresh metrics and returns a scrape function. */
 function serveMetrics(): { metrics: Metrics; scrape: () => Promise<Exposition> } {
   const metrics = createMetrics();
-  const logger = pino({ level: "silent" });
+  const logger = createLogger("silent");
   const admin = startAdminServer({ hostname: "127.0.0.1", port: 0, metrics, upstreamOrigin: () => "http://127.0.0.1:1", logger });
   stops.push(() => admin.stop());
   return {
