@@ -83,6 +83,8 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   /** Counts reads and drains; the sweep takes an unchanged count for a stalled connection. */
   progress = 0;
   private sweptProgress = 0;
+  /** The wire's drain count at the last sweep, for a closing connection, where reads do not count. */
+  private sweptFlushes = 0;
   /** The peer's address, read once: Bun computes it on every access. */
   private readonly address: string;
   /** performance.now() when the connection became idle, the head began, or closing began. */
@@ -341,6 +343,9 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
         this.close();
         return;
       case "closing":
+        // The client sends nothing more; once the gate has nothing more to send either,
+        // the connection is done.
+        if (this.wire.pending === 0) this.wire.destroy();
         return;
     }
   }
@@ -378,11 +383,20 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
         if (now - this.tunnel!.lastActivity > state.upgrade.idleTimeoutMs) this.tunnel!.destroy();
         return;
       case "closing":
-        if (now - this.since > LINGER_MS) this.wire.destroy();
+        // A response still queued gets the client timeout between two drains; after
+        // that, the client has LINGER_MS to read the rest and close.
+        if (this.wire.flushes !== this.sweptFlushes) {
+          this.sweptFlushes = this.wire.flushes;
+          this.since = now;
+        } else if (now - this.since > (this.wire.pending > 0 ? state.clientTimeoutMs : LINGER_MS)) {
+          this.wire.destroy();
+        }
         return;
       case "exchange": {
-        if (this.progress !== this.sweptProgress) {
-          this.sweptProgress = this.progress;
+        // Reads from either side and every drain of the client's queue count as progress.
+        const progress = this.progress + this.wire.flushes;
+        if (progress !== this.sweptProgress) {
+          this.sweptProgress = progress;
           this.since = now;
           return;
         }

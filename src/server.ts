@@ -106,8 +106,9 @@ export async function startGate(initialConfig: Config, logger: Logger, metrics: 
     return Bun.listen<ClientConnection>({
       hostname: settings.listen.hostname,
       port: settings.listen.port,
+      // A client that sends FIN after its request still gets the response.
       allowHalfOpen: true,
-      // Without it, Bun lets a second process bind the same address and share its traffic.
+      // A second process on the same address fails to start instead of sharing it.
       exclusive: true,
       tls: settings.tls === null ? undefined : { cert: settings.tls.cert, key: settings.tls.key },
       socket: {

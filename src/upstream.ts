@@ -61,25 +61,36 @@ export function upstreamAddress(origin: string): UpstreamAddress {
   };
 }
 
+/**
+ * Returns the connection of a socket, creating it on first use. Over TLS, Bun.connect
+ * resolves before the open handler runs, so either may come first.
+ */
+function connectionOf(socket: Socket<UpstreamConnection | undefined>): UpstreamConnection {
+  return (socket.data ??= new UpstreamConnection(socket as Socket<unknown>));
+}
+
 const handlers = {
-  data(socket: Socket<UpstreamConnection>, chunk: Buffer) {
-    const connection = socket.data;
+  open(socket: Socket<UpstreamConnection | undefined>) {
+    connectionOf(socket);
+  },
+  data(socket: Socket<UpstreamConnection | undefined>, chunk: Buffer) {
+    const connection = connectionOf(socket);
     if (connection.handler !== null) connection.handler.onData(chunk);
     // Bytes on an idle connection belong to no request, so the connection cannot be trusted.
     else connection.wire.destroy();
   },
-  drain(socket: Socket<UpstreamConnection>) {
-    socket.data.wire.flush();
+  drain(socket: Socket<UpstreamConnection | undefined>) {
+    connectionOf(socket).wire.flush();
   },
-  end(socket: Socket<UpstreamConnection>) {
-    socket.data.lost(true);
+  end(socket: Socket<UpstreamConnection | undefined>) {
+    connectionOf(socket).lost(true);
     socket.end();
   },
-  close(socket: Socket<UpstreamConnection>, error?: Error) {
-    socket.data.lost(error === undefined);
+  close(socket: Socket<UpstreamConnection | undefined>, error?: Error) {
+    connectionOf(socket).lost(error === undefined);
   },
-  error(socket: Socket<UpstreamConnection>) {
-    socket.data.lost(false);
+  error(socket: Socket<UpstreamConnection | undefined>) {
+    connectionOf(socket).lost(false);
   },
 };
 
@@ -110,21 +121,15 @@ export class UpstreamPool {
   /** Opens a new connection; rejects when Mattermost cannot be reached. */
   async open(): Promise<UpstreamConnection> {
     const { hostname, port, secure } = this.address;
-    let connection: UpstreamConnection | null = null;
-    const socket = await Bun.connect<UpstreamConnection>({
+    const socket = await Bun.connect<UpstreamConnection | undefined>({
       hostname,
       port,
       tls: secure ? { serverName: hostname } : undefined,
-      socket: {
-        ...handlers,
-        open(opened) {
-          connection = new UpstreamConnection(opened as Socket<unknown>);
-          opened.data = connection;
-        },
-      },
+      data: undefined,
+      socket: handlers,
     });
     socket.setNoDelay(true);
-    return connection ?? (socket.data as UpstreamConnection);
+    return connectionOf(socket);
   }
 
   /** Keeps a connection whose last response is complete for the next request. */

@@ -40,8 +40,12 @@ export class Wire {
     return this.queued < HIGH_WATER_BYTES;
   }
 
+  /** Counts drain events, for timeouts that measure how fast the peer reads. */
+  flushes = 0;
+
   /** Writes what is queued; called from the socket's drain event. */
   flush(): void {
+    this.flushes++;
     while (this.queue.length > 0 && !this.closed) {
       const head = this.queue[0]!;
       const written = this.socket.write(head);
@@ -53,7 +57,7 @@ export class Wire {
       }
       this.queue.shift();
     }
-    if (this.ending && this.queued === 0) this.socket.end();
+    if (this.ending && this.queued === 0) this.socket.shutdown();
     else if (this.queued < HIGH_WATER_BYTES) this.onDrain?.();
   }
 
@@ -71,12 +75,17 @@ export class Wire {
     this.socket.resume();
   }
 
-  /** Closes the sending side once everything queued is written. */
+  /**
+   * Closes the sending side once everything queued is written, with a FIN, and goes on
+   * reading. Bun's socket.end() would close the descriptor, and the kernel then resets
+   * the connection for any byte the peer still sends, which can destroy a response the
+   * peer has not read yet. test/bun-behaviour.test.ts pins both behaviours.
+   */
   end(data?: Buffer): void {
     if (data !== undefined) this.write(data);
     if (this.ending || this.closed) return;
     this.ending = true;
-    if (this.queued === 0) this.socket.end();
+    if (this.queued === 0) this.socket.shutdown();
   }
 
   /** Closes the connection now, dropping anything queued. */
