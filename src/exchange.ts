@@ -29,7 +29,7 @@ export interface ExchangeClient {
   pauseReading(): void;
   resumeReading(): void;
   /** Sends a response of the gate's own; `close` ends the connection after it. */
-  sendFixed(response: FixedResponse, close: boolean): void;
+  sendFixed(response: FixedResponse, close: boolean, version: "1.0" | "1.1"): void;
   /** The exchange is over; `reusable` says whether the connection can take another request. */
   exchangeDone(reusable: boolean): void;
 }
@@ -147,9 +147,9 @@ export class Exchange implements UpstreamHandler {
 
   /** Connects upstream and sends the head. Sent only now, so a rejected upload never gets "100 Continue". */
   start(): void {
-    const { pool, upstreamTimeoutMs } = this.settings;
+    const { pool } = this.settings;
     if (this.head.expectContinue && !this.requestDone) this.client.wire.write(CONTINUE);
-    this.timer = setTimeout(() => this.timedOut(), upstreamTimeoutMs);
+    if (this.requestDone) this.startTimer();
     const retried =
       RETRIED_METHODS.has(this.method) && this.head.framing.kind !== "chunked" && this.bodyRemaining <= RETRY_BYTES;
     const idle = pool.take(retried ? undefined : FRESH_IDLE_MS);
@@ -209,7 +209,7 @@ export class Exchange implements UpstreamHandler {
     if (this.bodyDecoder === null) {
       const taken = Math.min(this.bodyRemaining, chunk.length);
       this.bodyRemaining -= taken;
-      if (this.bodyRemaining === 0) this.requestDone = true;
+      if (this.bodyRemaining === 0) this.bodyDone();
       this.sendUp(taken === chunk.length ? chunk : chunk.subarray(0, taken));
       return taken;
     }
@@ -231,7 +231,7 @@ export class Exchange implements UpstreamHandler {
       return chunk.length;
     }
     if (step.done) {
-      this.requestDone = true;
+      this.bodyDone();
       encoded.push(LAST_CHUNK);
     }
     if (encoded.length > 0) this.sendUp(encoded.length === 1 ? encoded[0]! : Buffer.concat(encoded));
@@ -250,7 +250,20 @@ export class Exchange implements UpstreamHandler {
     this.client.wire.destroy();
   }
 
-  /** The client can take more: resume reading Mattermost's response. */
+  /**
+   * Marks the request body complete. Only from now on is Mattermost expected to
+   * respond, so the upstream timeout starts here: an upload may take longer than it.
+   */
+  private bodyDone(): void {
+    this.requestDone = true;
+    if (this.response === null) this.startTimer();
+  }
+
+  private startTimer(): void {
+    this.timer = setTimeout(() => this.timedOut(), this.settings.upstreamTimeoutMs);
+  }
+
+  /** Resumes reading Mattermost's response once the client can take more. */
   onClientDrain(): void {
     if (!this.finished && this.upstream !== null) this.upstream.wire.resume();
   }
@@ -545,7 +558,7 @@ export class Exchange implements UpstreamHandler {
     this.abort();
     this.onResponseStart();
     const close = !this.requestDone || this.closeClient || !this.head.keepAlive || this.client.closing;
-    this.client.sendFixed(response, close);
+    this.client.sendFixed(response, close, this.head.version);
     this.client.exchangeDone(!close);
   }
 

@@ -293,7 +293,8 @@ export function parseRequestHead(buffer: Buffer, end: number): HeadResult<Reques
   const text = headText(buffer, end);
   if (text === null) return reject(400, "Bad Request: the request head does not end with an empty line");
 
-  // An empty line before the request line is rejected too, although RFC 9112 section 2.2 lets servers skip it.
+  // An empty line before the request line is rejected here; src/client.ts skips such lines
+  // before parsing, as RFC 9112 section 2.2 allows.
   const lineEnd = text.indexOf("\r\n");
   let cursor = 0;
   while (cursor < lineEnd && isTchar(text.charCodeAt(cursor))) cursor++;

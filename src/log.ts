@@ -18,7 +18,7 @@ export interface Logger {
 
 const SEVERITY: Readonly<Record<LogLevel | "silent", number>> = { debug: 20, info: 30, warn: 40, error: 50, silent: 99 };
 
-/** Where lines go: a file descriptor, written synchronously so that no line is lost at exit, or a function. */
+/** The destination of log lines: a file descriptor, written synchronously so that no line is lost at exit, or a function. */
 export type LogDestination = number | ((line: string) => void);
 
 /** Serialises values JSON cannot hold (errors, big integers, cycles) as short strings instead of throwing. */
@@ -58,7 +58,7 @@ export function createLogger(level: LogLevel | "silent", destination: LogDestina
 
   function emit(name: LogLevel, fields: Fields, message: string): void {
     if (SEVERITY[name] < threshold) return;
-    // Level, time and service come first and msg last, whatever the fields say.
+    // Level, time and service come first and msg last, whatever the fields contain.
     const record: Fields = { level: name, time: new Date().toISOString(), service: "preauth-gate" };
     for (const key in fields) if (!(key in record) && key !== "msg") record[key] = fields[key];
     record.msg = message;

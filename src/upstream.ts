@@ -3,7 +3,7 @@
 import type { Socket } from "bun";
 import { Wire } from "./wire.ts";
 
-/** What the connection's current user is told about it. */
+/** Events of a connection, passed to the exchange or tunnel that uses it. */
 export interface UpstreamHandler {
   onData(chunk: Buffer): void;
   /**
@@ -38,9 +38,10 @@ export class UpstreamConnection {
 /** Idle connections kept open at most. */
 const MAX_IDLE_CONNECTIONS = 128;
 /**
- * Idle time after which the gate closes a kept-alive connection itself. Below
- * Mattermost's default idle timeout of 60 s, so the gate rarely reuses a connection
- * that Mattermost is closing at the same moment.
+ * Idle time after which the gate closes a kept-alive connection itself. NOTE: it should
+ * stay below Mattermost's idle timeout (ServiceSettings.IdleTimeout). A request on a
+ * connection that Mattermost closes at that moment is sent again if its method is safe,
+ * and gets 502 otherwise.
  */
 const IDLE_CLOSE_MS = 50_000;
 
@@ -111,9 +112,15 @@ export class UpstreamPool {
   take(maxIdleMs = IDLE_CLOSE_MS): UpstreamConnection | null {
     const oldest = performance.now() - maxIdleMs;
     while (this.idle.length > 0) {
-      const connection = this.idle.pop()!;
-      if (!connection.wire.closed && connection.idleSince >= oldest) return connection;
-      connection.wire.destroy();
+      const connection = this.idle[this.idle.length - 1]!;
+      if (connection.wire.closed) {
+        this.idle.pop();
+        continue;
+      }
+      // The list is in the order connections became idle, so if the newest is too old,
+      // all are; they stay for requests that accept older ones.
+      if (connection.idleSince < oldest) return null;
+      return this.idle.pop()!;
     }
     return null;
   }
