@@ -1,4 +1,4 @@
-// One client connection: read a request head, decide, then answer, forward or tunnel, and
+// One client connection: read a request head, decide, then respond, forward or tunnel, and
 // read the next head only once the exchange is over. Requests on a connection are
 // therefore handled strictly in order, pipelined ones included.
 import type { Socket } from "bun";
@@ -27,7 +27,7 @@ export interface GateState {
   readonly clientTimeoutMs: number;
 }
 
-/** What connections share: the current state and the bookkeeping for shutdown. */
+/** The state and shutdown bookkeeping that all client connections share. */
 export interface ConnectionHost {
   state(): GateState;
   readonly logger: Logger;
@@ -74,7 +74,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   private buffer: Buffer | null = null;
   private exchange: Exchange | null = null;
   private tunnel: Tunnel | null = null;
-  /** The client has sent FIN: answer what is complete, then close. */
+  /** True once the client has sent FIN: complete requests get responses, then the connection closes. */
   private ended = false;
   /** Bytes at the start of `buffer` already searched for the end of the head. */
   private scanned = 0;
@@ -281,7 +281,10 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   }
 
   sendFixed(response: FixedResponse, close: boolean, version: "1.0" | "1.1" = "1.1"): void {
-    this.wire.write(fixedResponseBytes(response, close ? "close" : version === "1.0" ? "keep-alive" : null));
+    let connection: string | null = null;
+    if (close) connection = "close";
+    else if (version === "1.0") connection = "keep-alive";
+    this.wire.write(fixedResponseBytes(response, connection));
   }
 
   /** Sends the gate's own response and closes the connection. */
@@ -327,7 +330,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
     this.wire.end();
   }
 
-  /** The client has sent FIN. */
+  /** Handles the client's FIN. */
   onEnd(): void {
     this.ended = true;
     switch (this.phase) {
@@ -363,7 +366,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
     this.phase = "closing";
   }
 
-  /** True when the connection waits for a request and holds none. */
+  /** True when the connection waits for a request and has no bytes of one. */
   get idle(): boolean {
     return this.phase === "head" && this.buffer === null;
   }

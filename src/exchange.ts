@@ -19,7 +19,7 @@ import { isForwardable, targetString, type RequestTarget } from "./target.ts";
 import type { UpstreamConnection, UpstreamHandler, UpstreamPool } from "./upstream.ts";
 import { HIGH_WATER_BYTES, type Wire } from "./wire.ts";
 
-/** What an exchange needs from the client connection it serves. */
+/** The client connection, as an exchange uses it. */
 export interface ExchangeClient {
   readonly wire: Wire;
   /** Counts progress on the connection; the exchange adds Mattermost's reads to it. */
@@ -30,7 +30,7 @@ export interface ExchangeClient {
   resumeReading(): void;
   /** Sends a response of the gate's own; `close` ends the connection after it. */
   sendFixed(response: FixedResponse, close: boolean, version: "1.0" | "1.1"): void;
-  /** The exchange is over; `reusable` says whether the connection can take another request. */
+  /** Ends the exchange; `reusable` is true when the connection can take another request. */
   exchangeDone(reusable: boolean): void;
 }
 
@@ -343,7 +343,9 @@ export class Exchange implements UpstreamHandler {
     // A response that starts before the request body is complete ends the client
     // connection: the rest of the body would have to be read and thrown away.
     if (!this.head.keepAlive || this.client.closing || !this.requestDone) this.closeClient = true;
-    const connectionLine = this.closeClient ? "Connection: close\r\n" : http10 ? "Connection: keep-alive\r\n" : "";
+    let connectionLine = "";
+    if (this.closeClient) connectionLine = "Connection: close\r\n";
+    else if (http10) connectionLine = "Connection: keep-alive\r\n";
     const head = clientResponseHead(response.status, response.reason, response.headers, keepLength, framingLines + connectionLine);
     if (framing.kind === "length" && framing.length <= SMALL_BODY_BYTES) {
       this.collected = [];
@@ -519,7 +521,7 @@ export class Exchange implements UpstreamHandler {
   }
 
   /**
-   * How long the exchange may go without progress before the sweep calls `stalled`, in
+   * Returns how long the exchange may go without progress before the sweep calls `stalled`, in
    * ms: the client timeout while the request body arrives, the upstream timeout while
    * the response does, and null while it waits for the response head, which the upstream
    * timer covers.
@@ -552,7 +554,7 @@ export class Exchange implements UpstreamHandler {
     this.client.wire.destroy();
   }
 
-  /** Answers with the gate's own response before any of Mattermost's has been sent. */
+  /** Sends the gate's own response in place of Mattermost's, before any of it has been sent. */
   private fail(response: FixedResponse): void {
     if (this.finished) return;
     this.abort();
