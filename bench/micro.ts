@@ -122,7 +122,7 @@ export const MICRO_CASES: readonly MicroCase[] = [
   {
     name: "secret: checker, missing header",
     group: "secret",
-    description: "null, as Headers.get returns for an absent header",
+    description: "null, as headerValue returns for an absent header",
     prepare: () => {
       const check = createSecretChecker(SECRET_ENTRIES);
       return repeated(() => check(null).ok);
@@ -160,7 +160,7 @@ export const MICRO_CASES: readonly MicroCase[] = [
   {
     name: "decision: parse URL and decide",
     group: "decision",
-    description: "parseRequestTarget(req.url), decide with the secret, then isForwardable: all the gate's own work before forwarding",
+    description: "parseRequestTarget(head.target), decide with the secret, then isForwardable: the decision work before the gate writes the upstream head",
     prepare: () => {
       const gate = createGate({ secrets: SECRET_ENTRIES, ...ALL_GROUPS, websocketExempt: false });
       const presented = freshCopy(SECRET);

@@ -102,7 +102,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "SECONDS",
     defaultValue: "600",
     repeatable: false,
-    help: "Time allowed for Mattermost to start its response, and the longest pause within it; then the client gets 504.",
+    help: "Time allowed for Mattermost to start its response once the request body is complete, and the longest pause within it; then the client gets 504.",
   },
   {
     flag: "client-timeout",
