@@ -76,7 +76,7 @@ function connectionNamed(headers: readonly HeaderLine[]): Set<string> | null {
 /**
  * Builds the request head sent to Mattermost. Removes the secret and the hop-by-hop
  * headers and every header that `Connection` names, keeps Host and Origin unchanged,
- * sets the forwarding headers and ends with `extra`, which holds the framing lines.
+ * sets the forwarding headers and ends with `extra`, which contains the framing lines.
  * Header lines were checked by the parser, so none can break the head.
  */
 export function upstreamRequestHead(
@@ -118,7 +118,7 @@ export function upstreamRequestHead(
 /**
  * Builds the response head sent to the client from Mattermost's: the status and reason as
  * Mattermost sent them, every end-to-end header in order (each Set-Cookie stays its own
- * line), and `extra`, which holds the framing and Connection lines the gate chose.
+ * line), and `extra`, which contains the framing and Connection lines the gate chose.
  * Content-Length is copied only when `keepLength` is true.
  */
 export function clientResponseHead(

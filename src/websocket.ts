@@ -23,7 +23,7 @@ export interface UpgradeOptions {
   readonly metrics: Metrics;
 }
 
-/** What a tunnel needs from the client connection it takes over. */
+/** The client connection, as the tunnel that takes it over uses it. */
 export interface TunnelClient {
   readonly wire: Wire;
   pauseReading(): void;
@@ -76,6 +76,7 @@ export class Tunnel implements UpstreamHandler {
   /** True once Mattermost has accepted the handshake with 101. */
   upgraded = false;
   private closed = false;
+  /** Client bytes received before Mattermost's 101. */
   private held: Buffer[] = [];
   private heldBytes = 0;
   private response: Buffer | null = null;
@@ -155,7 +156,7 @@ export class Tunnel implements UpstreamHandler {
     if (this.upgraded && this.upstream !== null) this.upstream.wire.resume();
   }
 
-  /** The client connection closed: end Mattermost's once what it sent is written. */
+  /** Ends Mattermost's connection after the client's closed, once what it sent is written. */
   onClientClose(): void {
     if (this.closed) return;
     this.finish();
@@ -193,7 +194,7 @@ export class Tunnel implements UpstreamHandler {
     if (this.upgraded) this.client.resumeReading();
   }
 
-  /** Mattermost's connection closed: end the client's once what it sent is written. */
+  /** Ends the client's connection after Mattermost's closed, once what it sent is written. */
   onClose(): void {
     if (this.closed) return;
     if (!this.upgraded) {
