@@ -452,7 +452,8 @@ export class Exchange implements UpstreamHandler {
         return;
       }
       this.settings.metrics.countUpstreamError("unreachable");
-      this.settings.logger.error({ method: this.method, path: this.target.path, error: "ECONNRESET" }, "upstream request failed");
+      const error = upstream?.tlsFailure ?? "ECONNRESET";
+      this.settings.logger.error({ method: this.method, path: this.target.path, error }, "upstream request failed");
       this.fail(gateError(502, "Bad Gateway: Mattermost closed the connection", this.method));
       return;
     }

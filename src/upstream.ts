@@ -17,6 +17,8 @@ export interface UpstreamHandler {
 export class UpstreamConnection {
   readonly wire: Wire;
   handler: UpstreamHandler | null = null;
+  /** The error code of a TLS handshake that failed, such as an untrusted certificate; null otherwise. */
+  tlsFailure: string | null = null;
   /** Responses completed on this connection; above 0 it may have been closed by Mattermost meanwhile. */
   served = 0;
   idleSince = 0;
@@ -73,6 +75,12 @@ function connectionOf(socket: Socket<UpstreamConnection | undefined>): UpstreamC
 const handlers = {
   open(socket: Socket<UpstreamConnection | undefined>) {
     connectionOf(socket);
+  },
+  handshake(socket: Socket<UpstreamConnection | undefined>, success: boolean, error: Error | null) {
+    // Bun closes the connection after a failed verification; this only keeps the reason.
+    if (success) return;
+    const code = (error as { code?: string } | null)?.code;
+    connectionOf(socket).tlsFailure = code ?? error?.message ?? "TLS handshake failed";
   },
   data(socket: Socket<UpstreamConnection | undefined>, chunk: Buffer) {
     const connection = connectionOf(socket);

@@ -86,5 +86,6 @@ describe("https upstream", () => {
     const response = await fetch(`${impostorGate.url}/api/v4/users/me`, { headers: { [SECRET_HEADER]: TEST_SECRET } });
     expect(response.status).toBe(502);
     expect(impostor.heads).toHaveLength(0);
+    expect(impostorGate.output()).toContain('"error":"DEPTH_ZERO_SELF_SIGNED_CERT"');
   });
 });
