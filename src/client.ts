@@ -281,6 +281,11 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   }
 
   sendFixed(response: FixedResponse, close: boolean, version: "1.0" | "1.1" = "1.1"): void {
+    this.host.metrics.countOwnResponse(response.status);
+    // Rejections have their own rate-limited log; the gate's other refusals go to debug.
+    if (response.status !== 403) {
+      this.host.logger.debug({ client: this.address, status: response.status, reason: response.body.trim() }, "request refused");
+    }
     let connection: string | null = null;
     if (close) connection = "close";
     else if (version === "1.0") connection = "keep-alive";
@@ -383,7 +388,13 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
         }
         return;
       case "tunnel":
-        if (now - this.tunnel!.lastActivity > state.upgrade.idleTimeoutMs) this.tunnel!.destroy();
+        if (now - this.tunnel!.lastActivity > state.upgrade.idleTimeoutMs) {
+          // Both peers get a close frame, so an idle client reconnects instead of
+          // seeing its connection reset.
+          this.tunnel!.goAway("idle timeout");
+          this.phase = "closing";
+          this.since = now;
+        }
         return;
       case "closing":
         // A response still queued gets the client timeout between two drains; after

@@ -22,8 +22,21 @@ export const HOP_BY_HOP_HEADERS: readonly string[] = [
   "proxy-authorization",
 ];
 
-/** Forwarding headers; the gate writes them unless the peer is a trusted proxy. */
-const FORWARDING_HEADERS: readonly string[] = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto"];
+/**
+ * Forwarding headers, kept only from a trusted proxy. The gate writes the first three
+ * itself; the others describe a proxy in front (RFC 7239 `Forwarded`, and the de facto
+ * X-Forwarded-Host, -Port, -Server and -Prefix), which a client cannot vouch for.
+ */
+const FORWARDING_HEADERS: readonly string[] = [
+  "x-forwarded-for",
+  "x-real-ip",
+  "x-forwarded-proto",
+  "forwarded",
+  "x-forwarded-host",
+  "x-forwarded-port",
+  "x-forwarded-server",
+  "x-forwarded-prefix",
+];
 
 /**
  * Request headers the gate never copies upstream: the hop-by-hop ones, the secret, and

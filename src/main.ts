@@ -121,7 +121,11 @@ function installSignalHandlers(
 
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal means the operator does not want to wait for the grace period.
+      logger.warn({ signal }, "second signal, stopping without waiting");
+      process.exit(1);
+    }
     stopping = true;
     logger.info({ signal, grace_seconds: currentConfig().shutdownGraceMs / 1000 }, "gate stopping");
     const stopped = starting.then((running) => Promise.all([running.shutdown(), admin?.stop()]));

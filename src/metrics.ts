@@ -21,6 +21,8 @@ export interface Metrics {
   websocketClosed(): void;
   /** Body bytes and WebSocket bytes (frame headers and handshake included): "in" from clients, "out" to clients. */
   countBytes(direction: "in" | "out", bytes: number): void;
+  /** Counts a response the gate wrote itself instead of Mattermost's, by status. */
+  countOwnResponse(status: number): void;
   /** Prometheus text exposition. */
   render(): Promise<string>;
   readonly contentType: string;
@@ -140,6 +142,7 @@ export function createMetrics(): Metrics {
   const acceptedBySecret = new Map<string, { count: number }>();
   const upstreamErrors: Record<UpstreamErrorKind, number> = { unreachable: 0, timeout: 0, "cut-off": 0 };
   const bytes = { in: 0, out: 0 };
+  const ownResponses = new Map<number, number>();
   let openWebSockets = 0;
 
   const latency = new LatencyHistogram();
@@ -160,6 +163,9 @@ export function createMetrics(): Metrics {
     );
     addCounter(prom, register, "upstream_errors_total", ["kind"], "Failed upstream requests: unreachable, timeout or cut-off body.", () =>
       UPSTREAM_ERROR_KINDS.map((kind): CounterSample => [{ kind }, upstreamErrors[kind]]),
+    );
+    addCounter(prom, register, "own_responses_total", ["status"], "Responses the gate sent itself instead of Mattermost's, by status: 403 rejections, 4xx for refused requests, 5xx for upstream failures.", () =>
+      [...ownResponses].map(([status, count]): CounterSample => [{ status: String(status) }, count]),
     );
     addCounter(prom, register, "bytes_total", ["direction"], "Body bytes and WebSocket bytes, frame headers included: in from clients, out to clients.", () => [
       [{ direction: "in" }, bytes.in],
@@ -212,6 +218,9 @@ export function createMetrics(): Metrics {
     },
     websocketClosed() {
       openWebSockets--;
+    },
+    countOwnResponse(status) {
+      ownResponses.set(status, (ownResponses.get(status) ?? 0) + 1);
     },
     countBytes(direction, count) {
       if (count > 0) bytes[direction] += count;

@@ -134,6 +134,8 @@ export async function startGate(initialConfig: Config, logger: Logger, metrics: 
 
   let listener = listen(config);
   const address = () => ({ hostname: listener.hostname, port: listener.port });
+  /** The address as configured at start-up, with the port in use: what a reload compares with. */
+  const started = { hostname: config.listen.hostname, port: listener.port };
   logger.info(startupFields(config, state.gate, address()), "gate started");
 
   return {
@@ -145,7 +147,8 @@ export async function startGate(initialConfig: Config, logger: Logger, metrics: 
       // Port 0 picks a free port at start-up; on reload it means "keep the port in use".
       const next: Config =
         requested.listen.port === 0 ? { ...requested, listen: { ...requested.listen, port: bound.port } } : requested;
-      const listenChanged = next.listen.hostname !== previous.listen.hostname || next.listen.port !== previous.listen.port;
+      // The listener keeps the address it started with, so a reload compares with that.
+      const listenChanged = next.listen.hostname !== started.hostname || next.listen.port !== started.port;
       const tlsChanged = next.tls?.cert !== previous.tls?.cert || next.tls?.key !== previous.tls?.key;
       if ((next.tls === null) !== (previous.tls === null)) {
         throw new Error("switching between HTTP and HTTPS needs a restart");
@@ -218,7 +221,8 @@ function startupFields(config: Config, gate: Gate, address: { hostname: string; 
 function weakeningOptions(config: Config): string[] {
   const weakening: string[] = [];
   if (config.websocketExempt) weakening.push("--allow websocket");
-  if (config.groups.length > 0 && config.ssoServices.length === 0) {
+  // The saml group's route has no service name; the openid and oauth routes do.
+  if (config.groups.some((group) => group !== "saml") && config.ssoServices.length === 0) {
     weakening.push("SSO routes accept any service name (no --sso-services)");
   }
   if (config.trustedProxies.length > 0) weakening.push("--trusted-proxy");

@@ -435,10 +435,20 @@ describe("forwarding", () => {
 describe("trusted proxy", () => {
   test("forwarding headers from an untrusted peer are replaced", async () => {
     // The test client connects from 127.0.0.1, which is not in 10.0.0.0/8.
-    await (
-      await fetch(`${gate.url}/api/v4/config/client`, { headers: { "x-forwarded-for": "10.9.9.9, 1.1.1.1" } })
-    ).arrayBuffer();
-    expect(mattermost.received[0]!.headers["x-forwarded-for"]).toEqual(["127.0.0.1"]);
+    const claimed = {
+      "x-forwarded-for": "10.9.9.9, 1.1.1.1",
+      forwarded: "for=10.9.9.9;host=evil.test;proto=https",
+      "x-forwarded-host": "evil.test",
+      "x-forwarded-port": "8443",
+      "x-forwarded-server": "evil.test",
+      "x-forwarded-prefix": "/evil",
+    };
+    await (await fetch(`${gate.url}/api/v4/config/client`, { headers: claimed })).arrayBuffer();
+    const headers = mattermost.received[0]!.headers;
+    expect(headers["x-forwarded-for"]).toEqual(["127.0.0.1"]);
+    for (const name of ["forwarded", "x-forwarded-host", "x-forwarded-port", "x-forwarded-server", "x-forwarded-prefix"]) {
+      expect(headers[name]).toBeUndefined();
+    }
   });
 
   test("forwarding headers from a trusted peer are kept and extended", async () => {
@@ -518,6 +528,20 @@ describe("logs and shutdown", () => {
   test("SIGINT stops the gate with status 0", async () => {
     const shortLived = await startGateProcess({ upstream: mattermost.url });
     expect(await shortLived.stop("SIGINT")).toBe(0);
+  });
+
+  test("second signal skips the grace period", async () => {
+    const shortLived = await startGateProcess({ upstream: mattermost.url, args: ["--shutdown-grace", "60"] });
+    // A request in flight holds the first stop for the grace period.
+    const pending = fetch(`${shortLived.url}/api/v4/slow?ms=30000`, { headers: { [SECRET_HEADER]: TEST_SECRET } }).catch(() => null);
+    await Bun.sleep(200);
+    shortLived.process.kill("SIGTERM");
+    await Bun.sleep(200);
+    expect(shortLived.process.exitCode).toBeNull();
+    // Status 1, not the 0 of a completed shutdown, shows the grace period was skipped.
+    expect(await shortLived.stop("SIGTERM")).toBe(1);
+    expect(shortLived.output()).toContain('"second signal, stopping without waiting"');
+    await pending;
   });
 });
 

@@ -191,6 +191,17 @@ describe("metrics counting", () => {
     expect(samples.get('preauth_gate_bytes_total{direction="out"}')).toBe(5_000_000);
   });
 
+  test("own responses counted per status", async () => {
+    const { metrics, scrape } = serveMetrics();
+    metrics.countOwnResponse(403);
+    metrics.countOwnResponse(403);
+    metrics.countOwnResponse(431);
+    const { samples } = await scrape();
+    expect(samples.get('preauth_gate_own_responses_total{status="403"}')).toBe(2);
+    expect(samples.get('preauth_gate_own_responses_total{status="431"}')).toBe(1);
+    expect(samples.has('preauth_gate_own_responses_total{status="502"}')).toBe(false);
+  });
+
   test("upstream errors counted per kind", async () => {
     const { metrics, scrape } = serveMetrics();
     metrics.countUpstreamError("unreachable");
