@@ -31,7 +31,15 @@ if (!hasSecret) {
 }
 if (!hasListen) gateArgs.push("--listen", "127.0.0.1:8066");
 
-const listen = gateArgs[gateArgs.indexOf("--listen") + 1] ?? "127.0.0.1:8066";
+/** The address the gate will listen on, from `--listen ADDRESS` or `--listen=ADDRESS`. */
+function listenAddress(args: readonly string[]): string {
+  const joined = args.find((arg) => arg.startsWith("--listen="));
+  if (joined !== undefined) return joined.slice("--listen=".length);
+  const index = args.indexOf("--listen");
+  return index >= 0 ? (args[index + 1] ?? "127.0.0.1:8066") : "127.0.0.1:8066";
+}
+
+const listen = listenAddress(gateArgs);
 const base = `http://${listen}`;
 console.error(
   [

@@ -888,12 +888,17 @@ export function startStandInMattermost(options: StandInOptions = {}): Promise<St
   });
 }
 
+const STAND_IN_USAGE = "Usage: stand-in-mattermost.ts [--port 8065] [--host 127.0.0.1] [--quiet]";
+
 function parseArguments(argv: readonly string[]): StandInOptions {
   const options: StandInOptions = { port: 8065, record: false };
   for (let index = 0; index < argv.length; index++) {
     const argument = argv[index];
     const value = argv[index + 1];
-    if (argument === "--quiet") {
+    if (argument === "--help" || argument === "-h") {
+      console.log(STAND_IN_USAGE);
+      process.exit(0);
+    } else if (argument === "--quiet") {
       options.quiet = true;
     } else if (argument === "--port" && value !== undefined) {
       options.port = Number(value);
@@ -902,7 +907,7 @@ function parseArguments(argv: readonly string[]): StandInOptions {
       options.host = value;
       index++;
     } else {
-      throw new Error(`unknown argument ${JSON.stringify(argument)}. Usage: stand-in-mattermost.ts [--port 8065] [--host 127.0.0.1] [--quiet]`);
+      throw new Error(`unknown argument ${JSON.stringify(argument)}. ${STAND_IN_USAGE}`);
     }
   }
   if (!Number.isInteger(options.port) || options.port! < 0 || options.port! > 65535) {
