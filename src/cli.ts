@@ -46,21 +46,42 @@ export function parseCommandLine(argv: readonly string[]): ParsedCommandLine {
   const [first, ...rest] = parsed.positionals;
   let command: Command = "serve";
   let positionals = parsed.positionals;
-  if (values.help) command = "help";
-  else if (values.version) command = "version";
-  else if (first !== undefined) {
+  // --help and --version win over a command and its arguments, so `check --help` works.
+  if (values.help) return { command: "help", flags: {}, positionals: [], withSecret: false };
+  if (values.version) return { command: "version", flags: {}, positionals: [], withSecret: false };
+  if (first !== undefined) {
     if (!(COMMANDS as readonly string[]).includes(first)) {
       throw new UsageError(`unknown command "${first}"; expected one of ${COMMANDS.join(", ")}`);
     }
     command = first as Command;
     positionals = rest;
   }
+  checkPositionals(command, positionals);
   const flags: Record<string, string[]> = {};
   for (const spec of OPTIONS) {
     const value = values[spec.flag];
     if (Array.isArray(value)) flags[spec.flag] = value as string[];
   }
   return { command, flags, positionals, withSecret: values["with-secret"] === true };
+}
+
+/**
+ * Rejects words after the command, because only explain takes one (its request target).
+ * The extra words are counted, not shown, in case one of them is a secret typed by mistake.
+ */
+function checkPositionals(command: Command, positionals: readonly string[]): void {
+  const count = positionals.length;
+  const countPhrase = count === 1 ? "1 was given" : `${count} were given`;
+  if (command === "explain") {
+    if (count === 0) throw new UsageError("explain needs a request target, for example /api/v4/users/me");
+    if (count > 1) {
+      throw new UsageError(`explain takes one request target, but ${countPhrase}; quote a target that contains spaces`);
+    }
+    return;
+  }
+  if (count > 0) {
+    throw new UsageError(`${command} takes no arguments besides options, but ${countPhrase}; run preauth-gate --help`);
+  }
 }
 
 export function helpText(version: string): string {
@@ -74,7 +95,8 @@ export function helpText(version: string): string {
     "                                            show what the gate does with a request target;",
     "                                            --with-secret: as if it carried the first secret",
     "  preauth-gate secret                       print a new random secret (32 bytes, base64)",
-    "  preauth-gate --version | --help",
+    "  preauth-gate version | --version          print the version",
+    "  preauth-gate help | --help                print this text",
     "",
     "Options (flag, environment variable, config key, default):",
   ];

@@ -3,7 +3,7 @@
 // no message ever contains a secret value.
 import { readdirSync, readFileSync } from "node:fs";
 import { BlockList, isIP } from "node:net";
-import { basename, join } from "node:path";
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { OPTIONS, type OptionSpec } from "./options.ts";
 import { secretProblem, type SecretEntry } from "./secrets.ts";
 import { SERVICE_NAME, SSO_GROUPS, type SsoGroup } from "./whitelist.ts";
@@ -52,6 +52,15 @@ interface RawValue {
   readonly values: readonly unknown[];
   /** The flag, variable or file key that gave the value, named in error messages. */
   readonly source: string;
+  /** Directory of the config file for relative paths when the value came from it, or null. */
+  readonly baseDirectory: string | null;
+}
+
+/** The parsed config file, or an empty one when none is given. */
+interface ConfigFile {
+  readonly keys: Record<string, unknown>;
+  /** Directory that relative paths in the file are resolved against, or null without a file. */
+  readonly directory: string | null;
 }
 
 const ALLOW_GROUPS = [...SSO_GROUPS, "websocket"] as const;
@@ -67,53 +76,106 @@ function splitList(text: string): string[] {
     .filter((item) => item.length > 0);
 }
 
-function rawValue(spec: OptionSpec, sources: ConfigSources, file: Record<string, unknown>): RawValue {
+/** Returns "1st", "2nd", "3rd", "4th" and so on. */
+function ordinal(position: number): string {
+  const lastTwo = position % 100;
+  const suffix = lastTwo >= 11 && lastTwo <= 13 ? "th" : (["th", "st", "nd", "rd"][position % 10] ?? "th");
+  return `${position}${suffix}`;
+}
+
+/** Names the index-th of `count` values from one source, for example "--secret-file (2nd)". */
+function nthSource(source: string, index: number, count: number): string {
+  return count > 1 ? `${source} (${ordinal(index + 1)})` : source;
+}
+
+function rawValue(spec: OptionSpec, sources: ConfigSources, file: ConfigFile, problems: string[]): RawValue {
   const flagValues = sources.flags[spec.flag];
   if (flagValues !== undefined && flagValues.length > 0) {
-    const values = spec.repeatable ? flagValues.flatMap(splitListFor(spec)) : flagValues.slice(-1);
-    return { values, source: `--${spec.flag}` };
+    const values = spec.repeatable ? flagValues.flatMap(splitList) : flagValues.slice(-1);
+    return { values, source: `--${spec.flag}`, baseDirectory: null };
   }
   const envValue = spec.env === null ? undefined : sources.env[spec.env];
   if (envValue !== undefined && envValue !== "") {
     const values = spec.repeatable ? splitList(envValue) : [envValue];
-    return { values, source: spec.env! };
+    return { values, source: spec.env!, baseDirectory: null };
   }
-  if (spec.fileKey !== null && spec.fileKey in file) {
-    const value = file[spec.fileKey];
-    const values = Array.isArray(value) ? value : [value];
-    return { values, source: `config key ${spec.fileKey}` };
+  if (spec.fileKey !== null && spec.fileKey in file.keys) {
+    const values = fileValues(spec.fileKey, spec.repeatable, file.keys[spec.fileKey], problems);
+    if (values !== null) return { values, source: `config file key ${spec.fileKey}`, baseDirectory: file.directory };
   }
-  return { values: spec.defaultValue === null ? [] : [spec.defaultValue], source: `--${spec.flag}` };
+  const values = spec.defaultValue === null ? [] : [spec.defaultValue];
+  return { values, source: `--${spec.flag}`, baseDirectory: null };
 }
 
-// "--secret-file" paths may contain commas, so only list-like flags are split.
-function splitListFor(spec: OptionSpec): (value: string) => string[] {
-  return spec.flag === "secret-file" ? (value) => [value] : splitList;
+/**
+ * Checks the TOML type of a config file value: a list key takes an array of strings (or
+ * one string), any other key one string or number. Returns null after noting a problem.
+ */
+function fileValues(key: string, isList: boolean, value: unknown, problems: string[]): unknown[] | null {
+  const source = `config file key ${key}`;
+  if (isList) {
+    const items = Array.isArray(value) ? value : [value];
+    const wrong = items.flatMap((item, index) => (typeof item === "string" ? [] : [index]));
+    for (const index of wrong) {
+      if (Array.isArray(value)) problems.push(`${source}[${index}]: expected a string`);
+      else problems.push(`${source}: expected an array of strings`);
+    }
+    return wrong.length === 0 ? items : null;
+  }
+  if (Array.isArray(value)) {
+    problems.push(`${source}: expected a single value, not an array`);
+    return null;
+  }
+  if (typeof value !== "string" && typeof value !== "number") {
+    problems.push(`${source}: expected a string or a number`);
+    return null;
+  }
+  return [value];
 }
 
-function loadConfigFile(path: string, problems: string[]): Record<string, unknown> {
+/** Resolves a path from the config file against the file's directory. */
+function resolvePath(path: string, baseDirectory: string | null): string {
+  return baseDirectory === null || isAbsolute(path) ? path : resolve(baseDirectory, path);
+}
+
+/**
+ * Reads and parses the TOML file named by --config or PREAUTH_GATE_CONFIG. Messages show
+ * the path of a file that could be read. An unreadable path is not shown, because it may
+ * be a secret given there by mistake.
+ */
+function loadConfigFile(sources: ConfigSources, problems: string[]): ConfigFile {
+  const flagPath = sources.flags.config?.at(-1);
+  const path = flagPath ?? sources.env.PREAUTH_GATE_CONFIG;
+  if (path === undefined || path === "") return { keys: {}, directory: null };
+  const source = flagPath === undefined ? "PREAUTH_GATE_CONFIG" : "--config";
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
-    problems.push(`config file ${path}: cannot read it: ${(error as NodeJS.ErrnoException).code ?? error}`);
-    return {};
+    problems.push(`${source}: cannot read the file: ${errorCode(error)}`);
+    return { keys: {}, directory: null };
   }
   let parsed: Record<string, unknown>;
   try {
     parsed = Bun.TOML.parse(text) as Record<string, unknown>;
-  } catch (error) {
+  } catch {
     // The parser's message quotes the offending text, which could be a secret when the
-    // path names a secret file by mistake, so only the position is reported.
-    const { line, column } = error as { line?: number; column?: number };
-    const position = line === undefined ? "" : ` at line ${line}, column ${column}`;
-    problems.push(`config file ${path}: invalid TOML${position}`);
-    return {};
+    // path names a secret file by mistake, so it is left out. Bun 1.4.5's SyntaxError
+    // has no position in the parsed text: its line and column are those of this call.
+    problems.push(
+      `config file ${path}: invalid TOML; the parser reports no line number, ` +
+        "and its message is not shown because it can quote the file's text",
+    );
+    return { keys: {}, directory: null };
   }
   for (const key of Object.keys(parsed)) {
     if (!FILE_KEYS.has(key)) problems.push(`config file ${path}: unknown key "${key}"`);
   }
-  return parsed;
+  return { keys: parsed, directory: dirname(resolve(path)) };
+}
+
+function errorCode(error: unknown): string {
+  return (error as NodeJS.ErrnoException).code ?? String(error);
 }
 
 function parseListen(raw: RawValue, problems: string[]): Config["listen"] {
@@ -132,35 +194,103 @@ function parseHostPort(text: string, source: string, problems: string[]): Config
   return { hostname, port };
 }
 
-function parseAdminListen(raw: RawValue, problems: string[]): Config["adminListen"] {
+function parseAdminListen(raw: RawValue, listen: Config["listen"], problems: string[]): Config["adminListen"] {
   if (raw.values.length === 0) return null;
-  return parseHostPort(String(raw.values[0]), raw.source, problems);
+  const text = String(raw.values[0]);
+  const problemsBefore = problems.length;
+  const admin = parseHostPort(text, raw.source, problems);
+  if (problems.length === problemsBefore && addressesClash(admin, listen)) {
+    const clash = `the gate listens on ${formatHostPort(listen)} already; give the admin listener another port`;
+    problems.push(`${raw.source} "${text}": ${clash}`);
+  }
+  return admin;
 }
 
-function readPem(path: string, what: string, problems: string[]): string {
+function formatHostPort(address: Config["listen"]): string {
+  return isIP(address.hostname) === 6 ? `[${address.hostname}]:${address.port}` : `${address.hostname}:${address.port}`;
+}
+
+/**
+ * Tells whether two listeners on these addresses cannot both bind. They clash on the same
+ * port (other than 0, which picks a free one) with the same host, or when one host is the
+ * wildcard address of the other's family.
+ * NOTE: "::" also takes IPv4 connections where net.ipv6.bindv6only is 0, the Linux default.
+ * Such a clash with an IPv4 address is not caught here, so serve fails with EADDRINUSE.
+ */
+function addressesClash(first: Config["listen"], second: Config["listen"]): boolean {
+  if (first.port === 0 || first.port !== second.port) return false;
+  const [a, b] = [first.hostname.toLowerCase(), second.hostname.toLowerCase()];
+  if (a === b) return true;
+  const family = isIP(a);
+  if (family === 0 || family !== isIP(b)) return false;
+  const wildcard = family === 4 ? "0.0.0.0" : "::";
+  return a === wildcard || b === wildcard;
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----/;
+const PEM_PRIVATE_KEY = /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/;
+
+/** Reads a PEM file, or returns null after noting a problem. Messages never quote the file. */
+function readPem(path: string, what: string, expected: "certificate" | "key", problems: string[]): string | null {
+  let text: string;
   try {
-    const text = readFileSync(path, "utf8");
-    if (!text.includes("-----BEGIN ")) problems.push(`${what} ${path}: not a PEM file`);
-    return text;
+    text = readFileSync(path, "utf8");
   } catch (error) {
-    problems.push(`${what} ${path}: cannot read it: ${(error as NodeJS.ErrnoException).code ?? error}`);
-    return "";
+    problems.push(`${what} ${path}: cannot read it: ${errorCode(error)}`);
+    return null;
   }
+  const swapHint = "are --tls-cert and --tls-key swapped?";
+  if (expected === "certificate" && !PEM_CERTIFICATE.test(text)) {
+    problems.push(`${what} ${path}: contains no certificate (-----BEGIN CERTIFICATE-----); ${swapHint}`);
+    return null;
+  }
+  if (expected === "key" && !PEM_PRIVATE_KEY.test(text)) {
+    problems.push(`${what} ${path}: contains no private key (-----BEGIN ... PRIVATE KEY-----); ${swapHint}`);
+    return null;
+  }
+  return text;
 }
 
 function parseTls(cert: RawValue, key: RawValue, problems: string[]): Config["tls"] {
-  const certFile = cert.values[0];
-  const keyFile = key.values[0];
-  if (certFile === undefined && keyFile === undefined) return null;
-  if (certFile === undefined || keyFile === undefined) {
+  const certValue = cert.values[0];
+  const keyValue = key.values[0];
+  if (certValue === undefined && keyValue === undefined) return null;
+  if (certValue === undefined || keyValue === undefined) {
     problems.push("--tls-cert and --tls-key go together: give both or neither");
     return null;
   }
-  return {
-    cert: readPem(String(certFile), `${cert.source}`, problems),
-    key: readPem(String(keyFile), `${key.source}`, problems),
-    certFile: String(certFile),
-  };
+  const certFile = resolvePath(String(certValue), cert.baseDirectory);
+  const certText = readPem(certFile, cert.source, "certificate", problems);
+  const keyText = readPem(resolvePath(String(keyValue), key.baseDirectory), key.source, "key", problems);
+  if (certText === null || keyText === null) return { cert: "", key: "", certFile };
+  const problem = tlsPairProblem(certText, keyText, cert.source);
+  if (problem !== null) problems.push(`${key.source}: ${problem}`);
+  return { cert: certText, key: keyText, certFile };
+}
+
+/**
+ * Returns why the gate could not serve TLS with this certificate and key, or null. The
+ * check builds a TLS context, as the listener does, so `check` catches a key of another
+ * certificate before `serve` fails to bind. Only OpenSSL's error code is reported, never
+ * the key.
+ */
+function tlsPairProblem(cert: string, key: string, certSource: string): string | null {
+  // node:tls is loaded only when TLS is configured, as it adds several megabytes to
+  // every process.
+  const { createSecureContext } = require("node:tls") as typeof import("node:tls");
+  try {
+    createSecureContext({ cert, key });
+    return null;
+  } catch (error) {
+    const code = (error as { code?: string }).code ?? "unknown error";
+    if (/KEY_(?:TYPE|VALUES)_MISMATCH/.test(code)) {
+      return `the private key does not match the certificate in ${certSource}`;
+    }
+    if (/BAD_DECRYPT|BAD_PASSWORD_READ/.test(code)) {
+      return "the private key is encrypted with a passphrase; the gate needs an unencrypted key";
+    }
+    return `the certificate and private key cannot be used for TLS (${code})`;
+  }
 }
 
 function parseUpstream(raw: RawValue, problems: string[]): string {
@@ -183,19 +313,18 @@ function parseUpstream(raw: RawValue, problems: string[]): string {
 }
 
 /** Parses "[LABEL=]PATH"; a label is letters, digits, ".", "_" and "-". */
-function parseSecretFileSpec(text: string): { label: string; path: string } {
+function parseSecretFileSpec(text: string): { label: string; labelGiven: boolean; path: string } {
   const match = /^([A-Za-z0-9._-]+)=(.+)$/.exec(text);
-  if (match !== null && !match[1]!.includes("/")) return { label: match[1]!, path: match[2]! };
-  return { label: basename(text), path: text };
+  if (match !== null) return { label: match[1]!, labelGiven: true, path: match[2]! };
+  return { label: basename(text), labelGiven: false, path: text };
 }
 
-function readSecretFile(path: string, label: string, problems: string[]): string | null {
+function readSecretFile(path: string, source: string, problems: string[]): string | null {
   try {
     // One trailing line break is what editors and `openssl rand -base64 32 > FILE` leave.
     return readFileSync(path, "latin1").replace(/\r?\n$/, "");
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? "error";
-    problems.push(`secret "${label}": cannot read ${path}: ${code}`);
+    problems.push(`${source}: cannot read the file: ${errorCode(error)}`);
     return null;
   }
 }
@@ -203,93 +332,169 @@ function readSecretFile(path: string, label: string, problems: string[]): string
 /** An RFC 3339 date-time with a time zone, as TOML writes it: 2027-01-31T00:00:00Z. */
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})$/i;
 
-function parseExpiry(value: unknown, label: string, problems: string[]): Date | null {
+function parseExpiry(value: unknown, secretName: string, problems: string[]): Date | null {
   if (value === undefined || value === null) return null;
   // Bun's TOML parser returns a date-time value as an object whose string form is RFC 3339.
   const text = String(value);
   const time = RFC3339.test(text) ? Date.parse(text) : Number.NaN;
   if (Number.isNaN(time)) {
-    problems.push(`secret "${label}": expires "${String(value)}" is not a date-time such as 2027-01-31T00:00:00Z`);
+    problems.push(`${secretName}: expires "${text}" is not a date-time such as 2027-01-31T00:00:00Z`);
     return null;
   }
   return new Date(time);
 }
 
-interface SecretSource {
-  label: string;
-  value: string | null;
-  origin: string;
-  expires: unknown;
+interface FoundSecret {
+  readonly label: string;
+  /** Null when the file could not be read. */
+  readonly value: string | null;
+  /** Setting that configured the secret, such as "--secret-file (2nd)", and never a path or a value. */
+  readonly source: string;
+  readonly expires: unknown;
+  /** The label was written out, not taken from the file name. */
+  readonly labelGiven: boolean;
 }
 
-function collectSecrets(sources: ConfigSources, file: Record<string, unknown>, problems: string[]): SecretEntry[] {
-  const found: SecretSource[] = [];
-  const secretFiles = rawValue(
-    OPTIONS.find((o) => o.flag === "secret-file")!,
-    sources,
-    file,
-  );
-  for (const spec of secretFiles.values) {
-    const { label, path } = parseSecretFileSpec(String(spec));
-    found.push({ label, value: readSecretFile(path, label, problems), origin: path, expires: undefined });
-  }
-  const tables = file.secrets;
-  if (tables !== undefined) {
-    if (!Array.isArray(tables)) problems.push('config key secrets: expected an array of tables [[secrets]]');
-    for (const [index, table] of (Array.isArray(tables) ? tables : []).entries()) {
-      const entry = table as Record<string, unknown>;
-      for (const key of Object.keys(entry)) {
-        if (!SECRET_TABLE_KEYS.has(key)) problems.push(`config secrets[${index}]: unknown key "${key}"; expected label, file or expires`);
-      }
-      if (typeof entry.file !== "string") {
-        problems.push(`config secrets[${index}]: "file" (the path of the secret file) is missing`);
-        continue;
-      }
-      const label = typeof entry.label === "string" ? entry.label : basename(entry.file);
-      found.push({ label, value: readSecretFile(entry.file, label, problems), origin: entry.file, expires: entry.expires });
-    }
-  }
-  const envSecret = sources.env.PREAUTH_GATE_SECRET;
-  if (envSecret !== undefined) found.push({ label: "env", value: envSecret, origin: "PREAUTH_GATE_SECRET", expires: undefined });
+/**
+ * Names a secret in a message: by label and source once its file was read and its label
+ * is valid, otherwise by source alone. A secret given where a path belongs would otherwise
+ * be printed, because the path and the label taken from it are that secret.
+ */
+function describeSecret(secret: FoundSecret): string {
+  if (secret.value === null || !LABEL.test(secret.label)) return secret.source;
+  return `secret "${secret.label}" (${secret.source})`;
+}
 
-  const credentials = sources.env.CREDENTIALS_DIRECTORY;
-  if (credentials !== undefined && credentials !== "") {
-    let names: string[] = [];
-    try {
-      names = readdirSync(credentials).filter((name) => name.startsWith("preauth-secret")).sort();
-    } catch (error) {
-      problems.push(`CREDENTIALS_DIRECTORY ${credentials}: cannot list it: ${(error as NodeJS.ErrnoException).code}`);
+/** Adds a secret file given as "[LABEL=]PATH", resolving a relative PATH against `baseDirectory`. */
+function addSecretFile(
+  spec: string,
+  source: string,
+  baseDirectory: string | null,
+  found: FoundSecret[],
+  problems: string[],
+): void {
+  const { label, labelGiven, path } = parseSecretFileSpec(spec);
+  const value = readSecretFile(resolvePath(path, baseDirectory), source, problems);
+  found.push({ label, value, source, expires: undefined, labelGiven });
+}
+
+/** Adds the config file's [[secrets]] tables, each with a file and an optional label and expiry. */
+function addSecretTables(file: ConfigFile, found: FoundSecret[], problems: string[]): void {
+  const tables = file.keys.secrets;
+  if (tables === undefined) return;
+  if (!Array.isArray(tables)) {
+    problems.push("config file key secrets: expected an array of tables [[secrets]]");
+    return;
+  }
+  for (const [index, table] of tables.entries()) {
+    const source = `config file [[secrets]] #${index + 1}`;
+    if (typeof table !== "object" || table === null || Array.isArray(table)) {
+      problems.push(`${source}: expected a table with label, file and expires`);
+      continue;
     }
-    for (const name of names) {
-      const path = join(credentials, name);
-      found.push({ label: name, value: readSecretFile(path, name, problems), origin: path, expires: undefined });
+    const entry = table as Record<string, unknown>;
+    for (const key of Object.keys(entry)) {
+      if (SECRET_TABLE_KEYS.has(key)) continue;
+      problems.push(`${source}: unknown key "${key}"; expected label, file or expires`);
+    }
+    if (entry.label !== undefined && typeof entry.label !== "string") {
+      problems.push(`${source}: "label" must be a string`);
+    }
+    if (typeof entry.file !== "string") {
+      problems.push(`${source}: "file" (the path of the secret file) is missing`);
+      continue;
+    }
+    const label = typeof entry.label === "string" ? entry.label : basename(entry.file);
+    const value = readSecretFile(resolvePath(entry.file, file.directory), source, problems);
+    found.push({ label, value, source, expires: entry.expires, labelGiven: typeof entry.label === "string" });
+  }
+}
+
+/** Adds systemd credentials named preauth-secret* from $CREDENTIALS_DIRECTORY, labelled by name. */
+function addCredentials(sources: ConfigSources, found: FoundSecret[], problems: string[]): void {
+  const credentials = sources.env.CREDENTIALS_DIRECTORY;
+  if (credentials === undefined || credentials === "") return;
+  let names: string[] = [];
+  try {
+    names = readdirSync(credentials).filter((name) => name.startsWith("preauth-secret")).sort();
+  } catch (error) {
+    problems.push(`CREDENTIALS_DIRECTORY ${credentials}: cannot list it: ${errorCode(error)}`);
+  }
+  for (const name of names) {
+    const source = `systemd credential ${name}`;
+    const value = readSecretFile(join(credentials, name), source, problems);
+    found.push({ label: name, value, source, expires: undefined, labelGiven: false });
+  }
+}
+
+/**
+ * Collects the secrets of every source, which add up: --secret-file flags,
+ * PREAUTH_GATE_SECRET_FILE, the config file's secret_files and [[secrets]],
+ * PREAUTH_GATE_SECRET and systemd credentials. Labels and values must be unique.
+ */
+function collectSecrets(sources: ConfigSources, file: ConfigFile, problems: string[]): SecretEntry[] {
+  const found: FoundSecret[] = [];
+  // "--secret-file" paths may contain commas, so the flag's values are not split.
+  const flagSpecs = sources.flags["secret-file"] ?? [];
+  for (const [index, spec] of flagSpecs.entries()) {
+    addSecretFile(spec, nthSource("--secret-file", index, flagSpecs.length), null, found, problems);
+  }
+  const envSpecs = splitList(sources.env.PREAUTH_GATE_SECRET_FILE ?? "");
+  for (const [index, spec] of envSpecs.entries()) {
+    addSecretFile(spec, nthSource("PREAUTH_GATE_SECRET_FILE", index, envSpecs.length), null, found, problems);
+  }
+  if ("secret_files" in file.keys) {
+    const listed = file.keys.secret_files;
+    const fileSpecs = fileValues("secret_files", true, listed, problems) ?? [];
+    for (const [index, spec] of fileSpecs.entries()) {
+      const source = Array.isArray(listed) ? `config file key secret_files[${index}]` : "config file key secret_files";
+      addSecretFile(String(spec), source, file.directory, found, problems);
     }
   }
+  addSecretTables(file, found, problems);
+  const envSecret = sources.env.PREAUTH_GATE_SECRET;
+  if (envSecret !== undefined) {
+    const source = "PREAUTH_GATE_SECRET";
+    found.push({ label: "env", value: envSecret, source, expires: undefined, labelGiven: false });
+  }
+  addCredentials(sources, found, problems);
 
   if (found.length === 0) {
     problems.push(
       "no secret configured: give --secret-file PATH, set PREAUTH_GATE_SECRET, or pass a systemd credential named preauth-secret",
     );
   }
+  return validateSecrets(found, problems);
+}
+
+function validateSecrets(found: readonly FoundSecret[], problems: string[]): SecretEntry[] {
   const entries: SecretEntry[] = [];
-  const labels = new Set<string>();
-  const values = new Map<string, string>();
+  const labels = new Map<string, FoundSecret>();
+  const values = new Map<string, FoundSecret>();
   for (const secret of found) {
-    if (!LABEL.test(secret.label)) {
-      problems.push(`secret label "${secret.label}" is invalid; use letters, digits, ".", "_" and "-"`);
+    // A label that fails validation may be a piece of a secret given as a path, so it is
+    // not quoted. A secret whose file could not be read has a problem already: a label
+    // taken from that file's name is not checked, and no label of it is compared with
+    // the others, for the same reason.
+    if (!LABEL.test(secret.label) && (secret.value !== null || secret.labelGiven)) {
+      problems.push(`${secret.source}: the label is invalid; use letters, digits, ".", "_" and "-"`);
     }
-    if (labels.has(secret.label)) problems.push(`secret label "${secret.label}" is used more than once`);
-    labels.add(secret.label);
     if (secret.value === null) continue;
+    const sameLabel = labels.get(secret.label);
+    if (sameLabel !== undefined && LABEL.test(secret.label)) {
+      problems.push(`secret label "${secret.label}" is used more than once: ${sameLabel.source} and ${secret.source}`);
+    }
+    labels.set(secret.label, secret);
     const problem = secretProblem(secret.value);
     if (problem !== null) {
-      problems.push(`secret "${secret.label}" (from ${secret.origin}) ${problem}`);
+      problems.push(`${describeSecret(secret)} ${problem}`);
       continue;
     }
     const twin = values.get(secret.value);
-    if (twin !== undefined) problems.push(`secrets "${twin}" and "${secret.label}" have the same value`);
-    values.set(secret.value, secret.label);
-    entries.push(Object.freeze({ label: secret.label, value: secret.value, expiresAt: parseExpiry(secret.expires, secret.label, problems) }));
+    if (twin !== undefined) problems.push(`${describeSecret(twin)} has the same value as ${describeSecret(secret)}`);
+    values.set(secret.value, secret);
+    const expiresAt = parseExpiry(secret.expires, describeSecret(secret), problems);
+    entries.push(Object.freeze({ label: secret.label, value: secret.value, expiresAt }));
   }
   if (entries.length > 0 && entries.every((entry) => entry.expiresAt !== null && entry.expiresAt.getTime() <= Date.now())) {
     problems.push("every configured secret has expired, so no client could get in; add a current secret");
@@ -312,11 +517,15 @@ function parseSize(raw: RawValue, problems: string[]): number {
   return Math.floor(Number(match[1]) * unit);
 }
 
+/** Parses whole seconds: decimal digits in a flag, variable or string, or a TOML integer. */
 function parseSeconds(raw: RawValue, min: number, max: number, problems: string[]): number {
-  const text = String(raw.values[0] ?? "");
+  const value = raw.values[0];
+  const text = String(value ?? "");
+  const whole = typeof value === "number" ? Number.isSafeInteger(value) : /^\d+$/.test(text);
   const seconds = Number(text);
-  if (text.trim() === "" || !Number.isFinite(seconds) || seconds < min || seconds > max) {
-    problems.push(`${raw.source} "${text}": expected a number of seconds from ${min} to ${max}`);
+  if (!whole || seconds < min || seconds > max) {
+    const expected = `expected a whole number of seconds from ${min} to ${max}, in decimal digits`;
+    problems.push(`${raw.source} "${text}": ${expected}`);
     return min;
   }
   return seconds;
@@ -360,9 +569,8 @@ function parseTrustedProxies(raw: RawValue, problems: string[]): string[] {
 /** Reads and validates the configuration; throws ConfigError listing every problem. */
 export function loadConfig(sources: ConfigSources): Config {
   const problems: string[] = [];
-  const configPath = sources.flags.config?.at(-1) ?? sources.env.PREAUTH_GATE_CONFIG;
-  const file = configPath ? loadConfigFile(configPath, problems) : {};
-  const raw = (flag: string) => rawValue(OPTIONS.find((o) => o.flag === flag)!, sources, file);
+  const file = loadConfigFile(sources, problems);
+  const raw = (flag: string) => rawValue(OPTIONS.find((o) => o.flag === flag)!, sources, file, problems);
 
   const logLevelRaw = raw("log-level");
   const logLevel = String(logLevelRaw.values[0]) as LogLevel;
@@ -370,8 +578,9 @@ export function loadConfig(sources: ConfigSources): Config {
     problems.push(`${logLevelRaw.source} "${logLevel}": expected one of ${LOG_LEVELS.join(", ")}`);
   }
   const { groups, websocketExempt } = parseGroups(raw("allow"), problems);
+  const listen = parseListen(raw("listen"), problems);
   const config: Config = {
-    listen: parseListen(raw("listen"), problems),
+    listen,
     upstreamOrigin: parseUpstream(raw("upstream"), problems),
     secrets: collectSecrets(sources, file, problems),
     groups,
@@ -383,7 +592,7 @@ export function loadConfig(sources: ConfigSources): Config {
     clientTimeoutMs: parseSeconds(raw("client-timeout"), 1, 3600, problems) * 1000,
     idleTimeoutSeconds: parseSeconds(raw("idle-timeout"), 10, 255, problems),
     shutdownGraceMs: parseSeconds(raw("shutdown-grace"), 0, 3600, problems) * 1000,
-    adminListen: parseAdminListen(raw("admin-listen"), problems),
+    adminListen: parseAdminListen(raw("admin-listen"), listen, problems),
     tls: parseTls(raw("tls-cert"), raw("tls-key"), problems),
     logLevel,
   };

@@ -3,7 +3,7 @@
 import packageJson from "../package.json" with { type: "json" };
 import { helpText, parseCommandLine, UsageError, type ParsedCommandLine } from "./cli.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
-import { createGate } from "./gate.ts";
+import { createGate, WEBSOCKET_PATHS } from "./gate.ts";
 import type { AdminServer } from "./admin.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
@@ -147,6 +147,12 @@ function check(config: Config): void {
     secret.expiresAt === null ? secret.label : `${secret.label} (expires ${secret.expiresAt.toISOString()})`,
   );
   console.log(`secrets:  ${secrets.join(", ")}`);
+  const now = Date.now();
+  for (const secret of config.secrets) {
+    if (secret.expiresAt === null || secret.expiresAt.getTime() > now) continue;
+    const expiry = secret.expiresAt.toISOString();
+    console.error(`preauth-gate: warning: secret "${secret.label}" expired at ${expiry} and is no longer accepted`);
+  }
   console.log("whitelist (without the secret):");
   for (const rule of gate.whitelist.rules) console.log(`  ${rule.nginx.padEnd(72)} ${rule.name}`);
   if (config.websocketExempt) console.log("  WebSocket upgrades to /api/v4/websocket and /api/v4/websocket/");
@@ -175,6 +181,17 @@ function explain(config: Config, commandLine: ParsedCommandLine): void {
     console.log(`outcome: forwarded, secret "${decision.label}" accepted`);
   } else {
     console.log(`outcome: rejected with 403 x-reject-reason: pre-auth (secret ${decision.reason})`);
+  }
+  // A WebSocket upgrade skips the whitelist, and --allow websocket exempts it on these
+  // paths only, so its outcome can differ from a plain request's.
+  if (!WEBSOCKET_PATHS.has(parsed.target.path)) return;
+  const upgrade = gate.decide(parsed.target.path, presented, true);
+  if (upgrade.outcome === "whitelisted") {
+    console.log("websocket upgrade: forwarded without the secret (--allow websocket)");
+  } else if (upgrade.outcome === "allowed") {
+    console.log(`websocket upgrade: forwarded, secret "${upgrade.label}" accepted`);
+  } else {
+    console.log(`websocket upgrade: needs the secret, so it is rejected with 403 (secret ${upgrade.reason})`);
   }
 }
 

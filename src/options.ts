@@ -23,7 +23,10 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "FILE",
     defaultValue: null,
     repeatable: false,
-    help: "TOML file with any of the keys below; flags and environment variables override it.",
+    help:
+      "TOML file with any of the keys below and [[secrets]] tables (label, file, optional expires date-time). " +
+      "Flags and environment variables override its keys, but secrets from every source add up. " +
+      "Relative paths in it are resolved against its directory.",
   },
   {
     flag: "listen",
@@ -52,8 +55,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     repeatable: true,
     help:
       "File holding one secret (a trailing newline is ignored). The label, which is not " +
-      "secret, defaults to the file name. PREAUTH_GATE_SECRET and systemd credentials " +
-      "named preauth-secret* in $CREDENTIALS_DIRECTORY are read too.",
+      "secret, defaults to the file name. Secrets from every source add up: these files, " +
+      "the config file's secret_files and [[secrets]], PREAUTH_GATE_SECRET and systemd " +
+      "credentials named preauth-secret* in $CREDENTIALS_DIRECTORY.",
   },
   {
     flag: "allow",
@@ -102,7 +106,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "SECONDS",
     defaultValue: "600",
     repeatable: false,
-    help: "Time allowed for Mattermost to start its response once the request body is complete, and the longest pause within it; then the client gets 504.",
+    help:
+      "Time allowed for Mattermost to start its response once the request body is complete, and the longest " +
+      "pause within it; then the client gets 504. Whole seconds, 1 to 86400.",
   },
   {
     flag: "client-timeout",
@@ -111,7 +117,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "SECONDS",
     defaultValue: "60",
     repeatable: false,
-    help: "Time a client has to send a request head, and the longest pause within a request body; then it gets 408.",
+    help:
+      "Time a client has to send a request head, and the longest pause within a request body; then it gets 408. " +
+      "Whole seconds, 1 to 3600.",
   },
   {
     flag: "idle-timeout",
@@ -120,7 +128,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "SECONDS",
     defaultValue: "120",
     repeatable: false,
-    help: "Time an idle client connection or WebSocket stays open (10 to 255).",
+    help: "Time an idle client connection or WebSocket stays open. Whole seconds, 10 to 255.",
   },
   {
     flag: "shutdown-grace",
@@ -129,7 +137,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     valueName: "SECONDS",
     defaultValue: "25",
     repeatable: false,
-    help: "On SIGTERM or SIGINT, time requests in flight get to finish before the gate exits.",
+    help: "On SIGTERM or SIGINT, time requests in flight get to finish before the gate exits. Whole seconds, 0 to 3600.",
   },
   {
     flag: "admin-listen",
