@@ -10,6 +10,7 @@ import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { createRejectionLog } from "./rejection-log.ts";
 import { UpstreamPool, upstreamAddress } from "./upstream.ts";
+import { written } from "./wire.ts";
 import { closeTunnels, destroyTunnels, type TunnelRegistry } from "./websocket.ts";
 
 export interface RunningGate {
@@ -33,6 +34,13 @@ const WEBSOCKET_CONNECT_TIMEOUT_MS = 30_000;
 const MIN_WEBSOCKET_IDLE_SECONDS = 120;
 /** How often connections are checked for timeouts, in milliseconds. */
 const SWEEP_INTERVAL_MS = 1_000;
+/**
+ * Bytes relayed between two full garbage collections, which take about a millisecond on
+ * the gate's small heap. Large transfers read into buffers of up to 512 KiB that the
+ * collector frees only later: in bench/ab.ts runs with 8 uploads of 5 MiB at once, this
+ * lowered the largest resident memory from about 108 to about 100 MiB.
+ */
+const COLLECT_EVERY_BYTES = 512 * 1024 * 1024;
 
 function buildState(config: Config, logger: Logger, metrics: Metrics, pool: UpstreamPool): GateState {
   const upstreamHost = new URL(config.upstreamOrigin).host;
@@ -126,9 +134,14 @@ export async function startGate(initialConfig: Config, logger: Logger, metrics: 
     });
   }
 
+  let collectedAt = 0;
   const sweeper = setInterval(() => {
     const now = performance.now();
     for (const connection of connections) connection.sweep(now);
+    if (written.bytes - collectedAt >= COLLECT_EVERY_BYTES) {
+      collectedAt = written.bytes;
+      Bun.gc(true);
+    }
   }, SWEEP_INTERVAL_MS);
   sweeper.unref();
 

@@ -6,6 +6,9 @@ import type { Socket } from "bun";
 /** Bytes queued beyond which a writer should stop reading from its source. */
 export const HIGH_WATER_BYTES = 256 * 1024;
 
+/** Bytes handed to every wire since start-up; the server paces garbage collection by it. */
+export const written = { bytes: 0 };
+
 export class Wire {
   private queue: Buffer[] = [];
   private queued = 0;
@@ -26,6 +29,7 @@ export class Wire {
   /** Writes `data`; returns false when the caller should wait for onDrain before writing more. */
   write(data: Buffer): boolean {
     if (this.closed || this.ending || data.length === 0) return !this.closed;
+    written.bytes += data.length;
     if (this.queued === 0) {
       const written = this.socket.write(data);
       if (written === data.length) return true;
