@@ -303,12 +303,15 @@ function parseUpstream(raw: RawValue, problems: string[]): string {
     return "http://invalid";
   }
   const shapeProblems: string[] = [];
+  // A password in the URL must not reach the error message, so such a URL is not quoted.
+  const hasUserInfo = url.username !== "" || url.password !== "";
+  const quoted = hasUserInfo ? "" : ` "${text}"`;
   if (url.protocol !== "http:" && url.protocol !== "https:") shapeProblems.push("the scheme must be http or https");
-  if (url.username !== "" || url.password !== "") shapeProblems.push("user information is not allowed");
+  if (hasUserInfo) shapeProblems.push("user information (user:password@) is not allowed");
   if (url.pathname !== "/" || url.search !== "" || url.hash !== "") {
     shapeProblems.push("a path, query or fragment is not allowed, because request paths are forwarded unchanged");
   }
-  for (const problem of shapeProblems) problems.push(`${raw.source} "${text}": ${problem}`);
+  for (const problem of shapeProblems) problems.push(`${raw.source}${quoted}: ${problem}`);
   return url.origin;
 }
 
@@ -338,7 +341,8 @@ function parseExpiry(value: unknown, secretName: string, problems: string[]): Da
   const text = String(value);
   const time = RFC3339.test(text) ? Date.parse(text) : Number.NaN;
   if (Number.isNaN(time)) {
-    problems.push(`${secretName}: expires "${text}" is not a date-time such as 2027-01-31T00:00:00Z`);
+    // The value is not quoted: a secret pasted into the wrong field must not be printed.
+    problems.push(`${secretName}: expires is not a date-time such as 2027-01-31T00:00:00Z`);
     return null;
   }
   return new Date(time);

@@ -24,8 +24,9 @@ export const HOP_BY_HOP_HEADERS: readonly string[] = [
 
 /**
  * Forwarding headers, kept only from a trusted proxy. The gate writes the first three
- * itself; the others describe a proxy in front (RFC 7239 `Forwarded`, and the de facto
- * X-Forwarded-Host, -Port, -Server and -Prefix), which a client cannot vouch for.
+ * itself. The others describe a proxy or CDN in front (RFC 7239 `Forwarded`, and de facto
+ * headers that servers can be told to take the client address or URL from), which a
+ * client cannot vouch for.
  */
 const FORWARDING_HEADERS: readonly string[] = [
   "x-forwarded-for",
@@ -36,6 +37,12 @@ const FORWARDING_HEADERS: readonly string[] = [
   "x-forwarded-port",
   "x-forwarded-server",
   "x-forwarded-prefix",
+  "x-forwarded-ssl",
+  "x-forwarded-scheme",
+  "x-forwarded-uri",
+  "x-original-url",
+  "x-client-ip",
+  "true-client-ip",
 ];
 
 /**

@@ -87,8 +87,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     defaultValue: null,
     repeatable: true,
     help:
-      "Address or CIDR range of a proxy in front of the gate whose X-Forwarded-For, " +
-      "X-Real-IP and X-Forwarded-Proto are kept. Default: none, so the gate sets them.",
+      "Address or CIDR range of a proxy in front of the gate whose forwarding headers (X-Forwarded-For, " +
+      "X-Real-IP, X-Forwarded-Proto, Forwarded, X-Forwarded-Host and the like) are kept. " +
+      "Default: none, so the gate sets the first three and drops the others.",
   },
   {
     flag: "max-body-size",

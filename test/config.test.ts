@@ -153,7 +153,7 @@ describe("configuration", () => {
     expect(problems).toContain('config file [[secrets]] #1: unknown key "expiry"; expected label, file or expires');
     expect(problems).toContain('config file [[secrets]] #1: the label is invalid; use letters, digits, ".", "_" and "-"');
     expect(problems).toContain(
-      'secret "ambiguous" (config file [[secrets]] #2): expires "1/2/2027" is not a date-time such as 2027-01-31T00:00:00Z',
+      'secret "ambiguous" (config file [[secrets]] #2): expires is not a date-time such as 2027-01-31T00:00:00Z',
     );
     expect(problems).toHaveLength(3);
   });
@@ -311,6 +311,24 @@ describe("secret values given where a path belongs", () => {
       });
     }
   }
+});
+
+describe("other values that could hold a secret", () => {
+  const pasted = "Qx7Lm2Rt9Vb4Nc6Hy8Pa1Sd3Fg5Jk0Wz2Ue4Io6K";
+
+  test("upstream password is not echoed", () => {
+    const problems = problemsOf({ flags: { upstream: [`http://mattermost:${pasted}@127.0.0.1:8065`] }, env: { PREAUTH_GATE_SECRET: TEST_SECRET } });
+    expect(problems).toContain("--upstream: user information (user:password@) is not allowed");
+    expect(problems.join("\n")).not.toContain(pasted);
+  });
+
+  test("expires value is not echoed", () => {
+    const file = join(mkdtempSync(join(tmpdir(), "preauth-file-")), "gate.toml");
+    writeFileSync(file, ["[[secrets]]", 'label = "q1"', `file = "${secretFile}"`, `expires = "${pasted}"`].join("\n"));
+    const problems = problemsOf({ flags: { config: [file] }, env: {} });
+    expect(problems.join("\n")).toContain("expires is not a date-time");
+    expect(problems.join("\n")).not.toContain(pasted);
+  });
 });
 
 describe("secret sources", () => {
