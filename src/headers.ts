@@ -25,7 +25,7 @@ export const HOP_BY_HOP_HEADERS: readonly string[] = [
 /**
  * Forwarding headers, kept only from a trusted proxy. The gate writes the first three
  * itself. The others describe a proxy or CDN in front (RFC 7239 `Forwarded`, and de facto
- * headers that servers can be told to take the client address or URL from), which a
+ * headers that servers can be configured to take the client address or URL from), which a
  * client cannot vouch for.
  */
 const FORWARDING_HEADERS: readonly string[] = [
