@@ -123,8 +123,8 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
       case "exchange": {
         const exchange = this.exchange!;
         if (exchange.readingBody) {
-          const taken = exchange.onClientData(chunk);
-          if (taken < chunk.length) this.onData(chunk.subarray(taken));
+          const consumed = exchange.onClientData(chunk);
+          if (consumed < chunk.length) this.onData(chunk.subarray(consumed));
           return;
         }
         // A pipelined request waits until the exchange is over.
@@ -183,9 +183,9 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
       this.buffer = buffer;
       const end = headEnd(buffer, this.scanned);
       if (end < 0) {
-        if (buffer.length > MAX_HEAD_BYTES) this.refuse(gateError(431, "Request Header Fields Too Large", "GET"));
+        if (buffer.length > MAX_HEAD_BYTES) this.closeWith(gateError(431, "Request Header Fields Too Large", "GET"));
         else if (hasBareLineFeed(buffer, this.scanned)) {
-          this.refuse(gateError(400, "Bad Request: a line ends without CR", "GET"));
+          this.closeWith(gateError(400, "Bad Request: a line ends without CR", "GET"));
         } else if (this.ended) this.close();
         else this.scanned = Math.max(0, buffer.length - 3);
         return;
@@ -193,7 +193,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
       this.scanned = 0;
       const parsed = parseRequestHead(buffer, end);
       if (!parsed.ok) {
-        this.refuse(gateError(parsed.status, parsed.message, "GET"));
+        this.closeWith(gateError(parsed.status, parsed.message, "GET"));
         return;
       }
       this.buffer = end < buffer.length ? buffer.subarray(end) : null;
@@ -218,6 +218,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
       this.answer(head, gateError(400, "Bad Request: invalid request target", method));
       return;
     }
+
     const { target, decision, isUpgrade } = checked;
     metrics.countDecision(decision);
     const address = this.address;
@@ -233,17 +234,20 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
       this.answer(head, rejection(method));
       return;
     }
+
     const info: ClientInfo = { address, trusted: state.isTrustedProxy(address), protocol: state.protocol };
     if (isUpgrade || head.upgradeRequested) {
       this.upgrade(head, target, info, state, isUpgrade);
       return;
     }
+
     const problem = requestProblem(head, target, state.forward.maxBodyBytes);
     if (problem !== null) {
       metrics.observeLatency((Bun.nanoseconds() - arrival) / 1e9);
       this.answer(head, problem);
       return;
     }
+
     const exchange = new Exchange(this, head, target, info, state.forward, () =>
       metrics.observeLatency((Bun.nanoseconds() - arrival) / 1e9),
     );
@@ -257,11 +261,11 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
     if (!isWebSocket) {
       // NOTE: the gate tunnels WebSocket upgrades only; another upgrade (h2c, for
       // example) is answered with 400 instead of being forwarded as a plain request.
-      this.refuse(gateError(400, "Bad Request: only WebSocket upgrades are supported", head.method));
+      this.closeWith(gateError(400, "Bad Request: only WebSocket upgrades are supported", head.method));
       return;
     }
     if (!isValidHandshake(head) || head.framing.kind !== "none") {
-      this.refuse(gateError(400, "Bad Request: invalid WebSocket handshake", head.method));
+      this.closeWith(gateError(400, "Bad Request: invalid WebSocket handshake", head.method));
       return;
     }
     this.phase = "tunnel";
@@ -272,7 +276,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   /**
    * Sends the gate's own response to a request it does not forward. A request with a
    * body closes the connection: its body is never read, so it cannot be taken for the
-   * next request. So does a refused upgrade, whose client expects no further response.
+   * next request. So does a rejected upgrade, whose client expects no further response.
    */
   private answer(head: RequestHead, response: FixedResponse): void {
     const close = head.framing.kind !== "none" || !head.keepAlive || head.upgradeRequested || this.host.closing;
@@ -282,9 +286,9 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
 
   sendFixed(response: FixedResponse, close: boolean, version: "1.0" | "1.1" = "1.1"): void {
     this.host.metrics.countOwnResponse(response.status);
-    // Rejections have their own rate-limited log; the gate's other refusals go to debug.
+    // Rejections have their own rate-limited log, so only the gate's other errors go to debug.
     if (response.status !== 403) {
-      this.host.logger.debug({ client: this.address, status: response.status, reason: response.body.trim() }, "request refused");
+      this.host.logger.debug({ client: this.address, status: response.status, reason: response.body.trim() }, "gate error response");
     }
     let connection: string | null = null;
     if (close) connection = "close";
@@ -293,7 +297,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   }
 
   /** Sends the gate's own response and closes the connection. */
-  refuse(response: FixedResponse): void {
+  closeWith(response: FixedResponse): void {
     this.sendFixed(response, true);
     this.close();
   }
@@ -384,7 +388,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
         if (this.buffer === null) {
           if (now - this.since > state.idleTimeoutMs) this.close();
         } else if (now - this.since > state.clientTimeoutMs) {
-          this.refuse(gateError(408, "Request Timeout", "GET"));
+          this.closeWith(gateError(408, "Request Timeout", "GET"));
         }
         return;
       case "tunnel":

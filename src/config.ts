@@ -231,21 +231,21 @@ const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----/;
 const PEM_PRIVATE_KEY = /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/;
 
 /** Reads a PEM file, or returns null after noting a problem. Messages never quote the file. */
-function readPem(path: string, what: string, expected: "certificate" | "key", problems: string[]): string | null {
+function readPem(path: string, setting: string, expected: "certificate" | "key", problems: string[]): string | null {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
-    problems.push(`${what} ${path}: cannot read it: ${errorCode(error)}`);
+    problems.push(`${setting} ${path}: cannot read it: ${errorCode(error)}`);
     return null;
   }
   const swapHint = "are --tls-cert and --tls-key swapped?";
   if (expected === "certificate" && !PEM_CERTIFICATE.test(text)) {
-    problems.push(`${what} ${path}: contains no certificate (-----BEGIN CERTIFICATE-----); ${swapHint}`);
+    problems.push(`${setting} ${path}: contains no certificate (-----BEGIN CERTIFICATE-----); ${swapHint}`);
     return null;
   }
   if (expected === "key" && !PEM_PRIVATE_KEY.test(text)) {
-    problems.push(`${what} ${path}: contains no private key (-----BEGIN ... PRIVATE KEY-----); ${swapHint}`);
+    problems.push(`${setting} ${path}: contains no private key (-----BEGIN ... PRIVATE KEY-----); ${swapHint}`);
     return null;
   }
   return text;

@@ -207,17 +207,19 @@ export class Exchange implements UpstreamHandler {
   onClientData(chunk: Buffer): number {
     if (this.requestDone || this.finished) return 0;
     if (this.bodyDecoder === null) {
-      const taken = Math.min(this.bodyRemaining, chunk.length);
-      this.bodyRemaining -= taken;
+      const consumed = Math.min(this.bodyRemaining, chunk.length);
+      this.bodyRemaining -= consumed;
       if (this.bodyRemaining === 0) this.bodyDone();
-      this.sendUp(taken === chunk.length ? chunk : chunk.subarray(0, taken));
-      return taken;
+      this.sendUp(consumed === chunk.length ? chunk : chunk.subarray(0, consumed));
+      return consumed;
     }
+
     const step = this.bodyDecoder.push(chunk);
     if (!step.ok) {
       this.fail(gateError(400, "Bad Request: invalid chunked body", this.method));
       return chunk.length;
     }
+
     const encoded: Buffer[] = [];
     let bytes = 0;
     for (const piece of step.data) {
@@ -230,6 +232,7 @@ export class Exchange implements UpstreamHandler {
       this.tooLarge();
       return chunk.length;
     }
+
     if (step.done) {
       this.bodyDone();
       encoded.push(LAST_CHUNK);
@@ -303,7 +306,8 @@ export class Exchange implements UpstreamHandler {
       // Interim responses (100 Continue, 103 Early Hints) are the gate's to skip.
       if (parsed.head.status >= 200) {
         this.partialHead = null;
-        if (transferCodings(parsed.head) !== "chunked") {
+        const framing = parsed.head.framing.kind;
+        if ((framing === "chunked" || framing === "close") && transferCodings(parsed.head) !== "chunked") {
           this.badGateway("unsupported transfer coding");
           return;
         }
@@ -339,19 +343,23 @@ export class Exchange implements UpstreamHandler {
       // RFC 9110 section 8.6: a 204 has no Content-Length.
       keepLength = false;
     }
+
     if (!response.keepAlive) this.upstreamReusable = false;
     // A response that starts before the request body is complete ends the client
     // connection: the rest of the body would have to be read and thrown away.
     if (!this.head.keepAlive || this.client.closing || !this.requestDone) this.closeClient = true;
+
     let connectionLine = "";
     if (this.closeClient) connectionLine = "Connection: close\r\n";
     else if (http10) connectionLine = "Connection: keep-alive\r\n";
     const head = clientResponseHead(response.status, response.reason, response.headers, keepLength, framingLines + connectionLine);
+
     if (framing.kind === "length" && framing.length <= SMALL_BODY_BYTES) {
       this.collected = [];
       this.collectedHead = head;
       return;
     }
+
     this.onResponseStart();
     this.client.wire.write(Buffer.from(head, "latin1"));
     if (framing.kind === "none") this.responseComplete();
@@ -362,12 +370,12 @@ export class Exchange implements UpstreamHandler {
     const response = this.response!;
     const { metrics } = this.settings;
     if (response.framing.kind === "length") {
-      const taken = Math.min(this.responseRemaining, chunk.length);
-      // Bytes past the declared length belong to no response: the connection is spoiled.
-      if (taken < chunk.length) this.upstreamReusable = false;
-      this.responseRemaining -= taken;
-      const piece = taken === chunk.length ? chunk : chunk.subarray(0, taken);
-      metrics.countBytes("out", taken);
+      const consumed = Math.min(this.responseRemaining, chunk.length);
+      // Bytes past the declared length belong to no response, so the connection is spoiled.
+      if (consumed < chunk.length) this.upstreamReusable = false;
+      this.responseRemaining -= consumed;
+      const piece = consumed === chunk.length ? chunk : chunk.subarray(0, consumed);
+      metrics.countBytes("out", consumed);
       if (this.collected !== null) {
         this.collected.push(piece);
         if (this.responseRemaining === 0) this.sendCollected();
@@ -377,10 +385,12 @@ export class Exchange implements UpstreamHandler {
       if (this.responseRemaining === 0) this.responseComplete();
       return;
     }
+
     if (response.framing.kind === "none") {
       this.upstreamReusable = false;
       return;
     }
+
     let pieces: Buffer[];
     let done = false;
     if (this.responseDecoder !== null) {
@@ -395,6 +405,7 @@ export class Exchange implements UpstreamHandler {
     } else {
       pieces = [chunk];
     }
+
     const out: Buffer[] = [];
     for (const piece of pieces) {
       metrics.countBytes("out", piece.length);
@@ -474,26 +485,13 @@ export class Exchange implements UpstreamHandler {
     this.sentBytes = 0;
     this.waiting = [];
     this.waitingBytes = 0;
-    this.settings.pool.open().then(
-      (connection) => {
-        if (this.finished) {
-          this.settings.pool.release(connection);
-          return;
-        }
-        this.attach(connection);
-      },
-      () => {
-        if (this.finished) return;
-        this.settings.metrics.countUpstreamError("unreachable");
-        this.fail(gateError(502, "Bad Gateway: Mattermost is unreachable", this.method));
-      },
-    );
+    this.connect();
   }
 
   /** Mattermost's response broke off after it started. */
-  private cutOff(what: string): void {
+  private cutOff(reason: string): void {
     this.settings.metrics.countUpstreamError("cut-off");
-    this.settings.logger.error({ method: this.method, path: this.target.path, error: what }, "upstream response body failed");
+    this.settings.logger.error({ method: this.method, path: this.target.path, error: reason }, "upstream response body failed");
     if (this.collected !== null) {
       // Nothing reached the client yet, so it can still learn what happened.
       this.collected = null;
@@ -506,9 +504,9 @@ export class Exchange implements UpstreamHandler {
     this.client.wire.destroy();
   }
 
-  private badGateway(what: string): void {
+  private badGateway(reason: string): void {
     this.settings.metrics.countUpstreamError("unreachable");
-    this.settings.logger.error({ method: this.method, path: this.target.path, error: what }, "upstream request failed");
+    this.settings.logger.error({ method: this.method, path: this.target.path, error: reason }, "upstream request failed");
     this.fail(gateError(502, "Bad Gateway: invalid response from Mattermost", this.method));
   }
 

@@ -136,9 +136,9 @@ export function upstreamRequestHead(
 }
 
 /**
- * Builds the response head sent to the client from Mattermost's: the status and reason as
- * Mattermost sent them, every end-to-end header in order (each Set-Cookie stays its own
- * line), and `extra`, which contains the framing and Connection lines the gate chose.
+ * Builds the response head sent to the client from Mattermost's. It has the status and
+ * reason as Mattermost sent them and every end-to-end header in order, with each Set-Cookie
+ * on its own line. `extra` contains the framing and Connection lines the gate chose.
  * Content-Length is copied only when `keepLength` is true.
  */
 export function clientResponseHead(

@@ -10,7 +10,7 @@ export interface HeaderLine {
   readonly value: string;
 }
 
-/** How the body after a head is delimited. */
+/** The framing of the body after a head. */
 export type Framing =
   | { readonly kind: "none" }
   | { readonly kind: "length"; readonly length: number }

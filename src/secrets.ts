@@ -51,8 +51,8 @@ export function createSecretChecker(
   const digests = entries.map((entry) => sha256(entry.value));
   const labels = entries.map((entry) => entry.label);
   const expiries = entries.map((entry) => entry.expiresAt?.getTime() ?? Infinity);
-  // The presented value's digest is written into one buffer that every call reuses, which
-  // saves an allocation per request; the check runs synchronously, so calls never overlap.
+  // Every call writes the presented value's digest into this one buffer, which saves an
+  // allocation per request. The check runs synchronously, so two calls never overlap.
   const digest = new Uint8Array(32);
 
   return function checkSecret(presented: string | null): SecretCheck {

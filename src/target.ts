@@ -1,4 +1,4 @@
-// The request target as the gate sees it.
+// The request target as the gate parses it.
 //
 // The gate's own parser (src/http1.ts) hands over the raw request target exactly as the
 // client wrote it: dot segments, "\" and percent-escapes are all still there. The gate

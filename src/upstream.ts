@@ -7,8 +7,8 @@ import { Wire } from "./wire.ts";
 export interface UpstreamHandler {
   onData(chunk: Buffer): void;
   /**
-   * The connection closed, failed or was ended by Mattermost; `clean` is false after an
-   * error. Called at most once per user.
+   * Reports that the connection closed, failed or was ended by Mattermost. `clean` is
+   * false after an error. lost() detaches the handler first, so it is called once.
    */
   onClose(clean: boolean): void;
   onDrain(): void;
@@ -125,8 +125,8 @@ export class UpstreamPool {
         this.idle.pop();
         continue;
       }
-      // The list is in the order connections became idle, so if the newest is too old,
-      // all are; they stay for requests that accept older ones.
+      // The list is in the order connections became idle, so if the newest is too old, all
+      // are. They stay in the list for requests that accept older ones.
       if (connection.idleSince < oldest) return null;
       return this.idle.pop()!;
     }

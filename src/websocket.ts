@@ -29,14 +29,14 @@ export interface TunnelClient {
   pauseReading(): void;
   resumeReading(): void;
   /** Sends a response of the gate's own and closes the connection after it. */
-  refuse(response: FixedResponse): void;
+  closeWith(response: FixedResponse): void;
 }
 
 /** Time a connection gets to finish writing after its peer closed, in milliseconds. */
 const CLOSE_LINGER_MS = 5_000;
 /** Largest handshake response head read from Mattermost before the tunnel gives up. */
 const MAX_HANDSHAKE_RESPONSE_BYTES = 16 * 1024;
-/** Client bytes held before Mattermost's 101 beyond which the gate stops reading. */
+/** Client bytes kept back before Mattermost's 101, above which the gate stops reading. */
 const MAX_HELD_BYTES = 64 * 1024;
 
 /** Every open tunnel, across reloads. */
@@ -77,8 +77,8 @@ export class Tunnel implements UpstreamHandler {
   upgraded = false;
   private closed = false;
   /** Client bytes received before Mattermost's 101. */
-  private held: Buffer[] = [];
-  private heldBytes = 0;
+  private waitingChunks: Buffer[] = [];
+  private waitingBytes = 0;
   private response: Buffer | null = null;
   private connectTimer: ReturnType<typeof setTimeout> | null = null;
   /** performance.now() of the last byte in either direction. */
@@ -118,7 +118,7 @@ export class Tunnel implements UpstreamHandler {
     if (this.closed || this.upstream !== null) return;
     this.options.logger.warn({ path: this.target.path, error }, "upstream WebSocket connection failed");
     this.finish();
-    this.client.refuse(gateError(502, "Bad Gateway: Mattermost is unreachable", this.head.method));
+    this.client.closeWith(gateError(502, "Bad Gateway: Mattermost is unreachable", this.head.method));
   }
 
   /** Builds the handshake request sent to Mattermost. */
@@ -135,7 +135,7 @@ export class Tunnel implements UpstreamHandler {
     );
   }
 
-  /** Client bytes: held until Mattermost has switched protocols, then relayed. */
+  /** Relays client bytes, keeping them back until Mattermost has switched protocols. */
   onClientData(chunk: Buffer): void {
     if (this.closed) return;
     this.lastActivity = performance.now();
@@ -143,9 +143,9 @@ export class Tunnel implements UpstreamHandler {
       // Nothing the client sends may reach Mattermost before Mattermost has switched the
       // connection to WebSocket. Otherwise, after a refused handshake on a kept-alive
       // connection, the client could send plain HTTP requests past the gate.
-      this.held.push(chunk);
-      this.heldBytes += chunk.length;
-      if (this.heldBytes >= MAX_HELD_BYTES) this.client.pauseReading();
+      this.waitingChunks.push(chunk);
+      this.waitingBytes += chunk.length;
+      if (this.waitingBytes >= MAX_HELD_BYTES) this.client.pauseReading();
       return;
     }
     this.options.metrics.countBytes("in", chunk.length);
@@ -217,7 +217,7 @@ export class Tunnel implements UpstreamHandler {
       upstream.wire.destroy();
     }
     const clientStatus = status >= 400 && status <= 599 ? status : 502;
-    this.client.refuse(
+    this.client.closeWith(
       gateError(clientStatus, `Mattermost rejected the WebSocket upgrade with status ${status}`, this.head.method),
     );
   }
@@ -230,10 +230,10 @@ export class Tunnel implements UpstreamHandler {
     metrics.websocketOpened();
     metrics.countBytes("out", handshakeResponse.length);
     this.client.wire.write(handshakeResponse);
-    const held = this.held;
-    this.held = [];
-    this.heldBytes = 0;
-    for (const chunk of held) this.onClientData(chunk);
+    const waiting = this.waitingChunks;
+    this.waitingChunks = [];
+    this.waitingBytes = 0;
+    for (const chunk of waiting) this.onClientData(chunk);
     this.client.resumeReading();
   }
 

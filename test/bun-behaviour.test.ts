@@ -381,9 +381,9 @@ describe("connection ends", () => {
   });
 
   test("end closes without reading on", async () => {
-    // src/wire.ts end() calls shutdown(), not end(): in Bun 1.4.5 end() on an accepted
-    // socket closes the descriptor instead of only sending FIN, so the close handler runs
-    // at once, later bytes are never read, and the kernel resets the connection for them.
+    // src/wire.ts end() calls shutdown(), not end(). In Bun 1.4.5, end() on an accepted
+    // socket closes the descriptor instead of only sending FIN. So the close handler runs at
+    // once, later bytes are never read, and the kernel resets the connection for them.
     const events: string[] = [];
     const server = listenLoopback(
       {

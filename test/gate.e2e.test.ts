@@ -538,7 +538,7 @@ describe("logs and shutdown", () => {
 
   test("second signal skips the grace period", async () => {
     const shortLived = await startGateProcess({ upstream: mattermost.url, args: ["--shutdown-grace", "60"] });
-    // A request in flight holds the first stop for the grace period.
+    // A request in flight keeps the first stop waiting for the grace period.
     const pending = fetch(`${shortLived.url}/api/v4/slow?ms=30000`, { headers: { [SECRET_HEADER]: TEST_SECRET } }).catch(() => null);
     await Bun.sleep(200);
     shortLived.process.kill("SIGTERM");
