@@ -13,6 +13,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect, createSecureContext } from "node:tls";
+import { makeCertificate } from "./support/certificates.ts";
 
 const HOST = "127.0.0.1";
 /** Maximum wait for one event, in milliseconds. bun test gives each test 5 s in all. */
@@ -576,22 +577,16 @@ describe("TLS", () => {
   let files: TlsFiles = { cert: "", key: "" };
   let otherKey = "";
 
-  /** Makes a self-signed certificate for 127.0.0.1 with openssl and returns the PEM texts. */
-  function makeCertificate(name: string): TlsFiles {
-    const certFile = join(dir, `${name}.crt`);
-    const keyFile = join(dir, `${name}.key`);
-    const result = Bun.spawnSync([
-      "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-      "-days", "1", "-subj", `/CN=${name}`, "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", keyFile, "-out", certFile,
-    ]);
-    if (result.exitCode !== 0) throw new Error(`openssl failed: ${result.stderr.toString()}`);
-    return { cert: readFileSync(certFile, "utf8"), key: readFileSync(keyFile, "utf8") };
+  /** Makes a self-signed certificate for 127.0.0.1 and returns the PEM texts. */
+  function certificateTexts(name: string): TlsFiles {
+    const paths = makeCertificate(dir, name);
+    return { cert: readFileSync(paths.cert, "utf8"), key: readFileSync(paths.key, "utf8") };
   }
 
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "preauth-gate-bun-"));
-    files = makeCertificate("gate");
-    otherKey = makeCertificate("other").key;
+    files = certificateTexts("gate");
+    otherKey = certificateTexts("other").key;
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, loadConfig, trustedProxyMatcher, type ConfigSources } from "../src/config.ts";
+import { makeCertificate } from "./support/certificates.ts";
 import { GATE_BINARY, TEST_SECRET, writeSecretFile } from "./support/gate-process.ts";
 
 function problemsOf(sources: ConfigSources): string[] {
@@ -490,19 +491,8 @@ describe("stricter validation", () => {
 describe("TLS key and certificate", () => {
   const dir = mkdtempSync(join(tmpdir(), "preauth-tls-"));
 
-  function makeCertificate(name: string): { cert: string; key: string } {
-    const cert = join(dir, `${name}.crt`);
-    const key = join(dir, `${name}.key`);
-    const result = Bun.spawnSync([
-      "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-      "-days", "1", "-subj", `/CN=${name}`, "-keyout", key, "-out", cert,
-    ]);
-    if (result.exitCode !== 0) throw new Error(`openssl failed: ${result.stderr.toString()}`);
-    return { cert, key };
-  }
-
-  const first = makeCertificate("first");
-  const second = makeCertificate("second");
+  const first = makeCertificate(dir, "first");
+  const second = makeCertificate(dir, "second");
   const keyBody = readFileSync(first.key, "utf8").split("\n")[1]!;
 
   function tlsProblems(cert: string, key: string): string[] {

@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { makeCertificate } from "./support/certificates.ts";
 import { startStandInMattermost, type StandInMattermost } from "./support/stand-in-mattermost.ts";
 import { SECRET_HEADER, freePort, startGateProcess, writeSecretFile, type GateProcess } from "./support/gate-process.ts";
 
@@ -293,18 +294,6 @@ describe("metrics and logs", () => {
 });
 
 describe("TLS", () => {
-  /** Makes a self-signed certificate for 127.0.0.1 with openssl. */
-  function makeCertificate(dir: string, name: string): { cert: string; key: string } {
-    const cert = join(dir, `${name}.crt`);
-    const key = join(dir, `${name}.key`);
-    const result = Bun.spawnSync([
-      "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-      "-subj", `/CN=${name}`, "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
-    ]);
-    if (result.exitCode !== 0) throw new Error(`openssl failed: ${result.stderr.toString()}`);
-    return { cert, key };
-  }
-
   function peerCommonName(port: number): Promise<string> {
     return new Promise((resolve, reject) => {
       const socket = tlsConnect({ host: "127.0.0.1", port, rejectUnauthorized: false }, () => {

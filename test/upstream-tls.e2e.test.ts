@@ -5,21 +5,10 @@ import type { TCPSocketListener } from "bun";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { makeCertificate } from "./support/certificates.ts";
 import { SECRET_HEADER, startGateProcess, TEST_SECRET, type GateProcess } from "./support/gate-process.ts";
 
 const directory = mkdtempSync(join(tmpdir(), "preauth-gate-upstream-tls-"));
-
-/** Makes a self-signed certificate for 127.0.0.1 with openssl. */
-function makeCertificate(name: string): { cert: string; key: string } {
-  const cert = join(directory, `${name}.crt`);
-  const key = join(directory, `${name}.key`);
-  const result = Bun.spawnSync([
-    "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-    "-subj", `/CN=${name}`, "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
-  ]);
-  if (result.exitCode !== 0) throw new Error(`openssl failed: ${result.stderr.toString()}`);
-  return { cert, key };
-}
 
 /**
  * Starts a TLS upstream that responds to every request with 200 and the request line it
@@ -49,8 +38,8 @@ function startTlsUpstream(files: { cert: string; key: string }): { listener: TCP
   return { listener, heads };
 }
 
-const trusted = makeCertificate("mattermost");
-const untrusted = makeCertificate("impostor");
+const trusted = makeCertificate(directory, "mattermost");
+const untrusted = makeCertificate(directory, "impostor");
 const upstream = startTlsUpstream(trusted);
 const impostor = startTlsUpstream(untrusted);
 let gate: GateProcess;
