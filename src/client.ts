@@ -35,7 +35,7 @@ export interface ConnectionHost {
   readonly rejections: RejectionLog;
   readonly tunnels: TunnelRegistry;
   readonly closing: boolean;
-  /** Called with +1 when an exchange starts and -1 when it ends. */
+  /** Tracks requests in flight: +1 when an exchange starts and -1 when it ends. */
   countInFlight(change: number): void;
 }
 
@@ -46,7 +46,7 @@ const LF = 0x0a;
 
 type Phase = "head" | "exchange" | "tunnel" | "closing";
 
-/** The outcome of parsing and deciding; `target` is null when deciding failed. */
+/** The outcome of parsing and deciding. `target` is null when deciding failed. */
 type Checked =
   | { readonly kind: "bad-target" }
   | { readonly kind: "decided"; readonly target: RequestTarget | null; readonly decision: Decision; readonly isUpgrade: boolean };
@@ -80,7 +80,7 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
   private scanned = 0;
   /** Growable storage for a head that arrives in pieces; `buffer` is a view of it. */
   private store: Buffer | null = null;
-  /** Counts reads and drains; the sweep takes an unchanged count for a stalled connection. */
+  /** The count of reads and drains. A count unchanged since the last sweep marks a stalled connection. */
   progress = 0;
   private sweptProgress = 0;
   /** The wire's drain count at the last sweep, for a closing connection, where reads do not count. */
@@ -401,8 +401,8 @@ export class ClientConnection implements ExchangeClient, TunnelClient {
         }
         return;
       case "closing":
-        // A response still queued gets the client timeout between two drains; after
-        // that, the client has LINGER_MS to read the rest and close.
+        // A response still queued gets the client timeout between two drains. After that,
+        // the client has LINGER_MS to read the rest and close.
         if (this.wire.flushes !== this.sweptFlushes) {
           this.sweptFlushes = this.wire.flushes;
           this.since = now;

@@ -22,15 +22,15 @@ import { HIGH_WATER_BYTES, type Wire } from "./wire.ts";
 /** The client connection, as an exchange uses it. */
 export interface ExchangeClient {
   readonly wire: Wire;
-  /** Counts progress on the connection; the exchange adds Mattermost's reads to it. */
+  /** The connection's progress count, to which the exchange adds Mattermost's reads. */
   progress: number;
   /** True once the gate is shutting down: responses then close the connection. */
   readonly closing: boolean;
   pauseReading(): void;
   resumeReading(): void;
-  /** Sends a response of the gate's own; `close` ends the connection after it. */
+  /** Sends one of the gate's own responses. With `close`, the connection ends after it. */
   sendFixed(response: FixedResponse, close: boolean, version: "1.0" | "1.1"): void;
-  /** Ends the exchange; `reusable` is true when the connection can take another request. */
+  /** Ends the exchange. `reusable` is true when the connection can take another request. */
   exchangeDone(reusable: boolean): void;
 }
 
@@ -66,7 +66,7 @@ const RETRIED_METHODS: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS"])
 const REJECTED_METHODS: ReadonlySet<string> = new Set(["CONNECT", "TRACE"]);
 const CONTINUE = Buffer.from("HTTP/1.1 100 Continue\r\n\r\n");
 
-/** Checks the request before anything goes upstream; returns the error response, or null. */
+/** Checks the request before anything goes upstream, and returns the error response or null. */
 export function requestProblem(head: RequestHead, target: RequestTarget, maxBodyBytes: number): FixedResponse | null {
   const { method, framing } = head;
   if (!isForwardable(target)) {
